@@ -1,0 +1,73 @@
+# Shared helpers for the local stack scripts. Sourced, never executed.
+# shellcheck shell=bash
+
+set -euo pipefail
+
+HERD_REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# Built components and Cargo's target directory live outside the clone so that
+# a fresh clone reuses them and `git clean` never throws them away.
+HERD_CACHE_DIR="${HERD_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/herd}"
+export HERD_REPO_ROOT HERD_CACHE_DIR
+
+log() { printf '[herd-stack] %s\n' "$*" >&2; }
+die() { printf '[herd-stack] error: %s\n' "$*" >&2; exit 1; }
+
+# Ask the kernel for a port that is free right now.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# wait_for_tcp HOST PORT SECONDS
+wait_for_tcp() {
+  local host="$1" port="$2" seconds="${3:-60}" i
+  for ((i = 0; i < seconds * 10; i++)); do
+    if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
+
+# wait_for SECONDS DESCRIPTION COMMAND...: retry COMMAND until it succeeds.
+wait_for() {
+  local seconds="$1" what="$2" i
+  shift 2
+  for ((i = 0; i < seconds * 5; i++)); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.2
+  done
+  die "timed out after ${seconds}s waiting for $what"
+}
+
+# start_daemon STATE_DIR NAME COMMAND...: run COMMAND in the background with its
+# output in STATE_DIR/logs/NAME.log and its pid in STATE_DIR/pids/NAME.pid.
+# setsid puts it in a session of its own so that stopping the stack can kill
+# the whole process group and leave nothing behind.
+start_daemon() {
+  local state="$1" name="$2"
+  shift 2
+  mkdir -p "$state/logs" "$state/pids"
+  setsid "$@" >>"$state/logs/$name.log" 2>&1 < /dev/null &
+  echo $! >"$state/pids/$name.pid"
+}
+
+# daemon_running STATE_DIR NAME
+daemon_running() {
+  local pidfile="$1/pids/$2.pid"
+  [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+}
+
+# stop_daemon STATE_DIR NAME: TERM the process group, KILL it after a grace period.
+stop_daemon() {
+  local pidfile="$1/pids/$2.pid" pid i
+  [[ -f "$pidfile" ]] || return 0
+  pid="$(cat "$pidfile")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  fi
+  rm -f "$pidfile"
+}
