@@ -71,3 +71,42 @@ stop_daemon() {
   fi
   rm -f "$pidfile"
 }
+
+# cache_lock NAME: hold an exclusive lock on $HERD_CACHE_DIR/locks/NAME.lock until
+# the calling shell exits, so that concurrent installs of one component wait for
+# each other instead of building twice.
+cache_lock() {
+  local fd
+  mkdir -p "$HERD_CACHE_DIR/locks" "$HERD_CACHE_DIR/bin"
+  exec {fd}>"$HERD_CACHE_DIR/locks/$1.lock"
+  flock "$fd"
+}
+
+# state_secret STATE_DIR NAME: print the secret STATE_DIR/secrets/NAME, creating
+# it (32 random bytes as 64 hex characters, mode 600) the first time.
+state_secret() {
+  local dir="$1/secrets" file="$1/secrets/$2"
+  if [[ ! -s "$file" ]]; then
+    mkdir -p "$dir"
+    chmod 700 "$dir"
+    (umask 077 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$file.tmp" && mv -f "$file.tmp" "$file")
+  fi
+  cat "$file"
+}
+
+# write_env_file STATE_DIR NAME: write stdin to STATE_DIR/env.d/NAME.env (mode
+# 600, it may hold secrets), replacing any previous file in one rename.
+write_env_file() {
+  local dir="$1/env.d"
+  mkdir -p "$dir"
+  (umask 077 && cat >"$dir/$2.env.tmp")
+  mv -f "$dir/$2.env.tmp" "$dir/$2.env"
+}
+
+# log_tail STATE_DIR NAME [LINES]: print the end of a daemon's log to stderr.
+log_tail() {
+  local file="$1/logs/$2.log"
+  [[ -f "$file" ]] || return 0
+  printf '[herd-stack] ---- last lines of %s ----\n' "$file" >&2
+  tail -n "${3:-40}" "$file" >&2
+}
