@@ -1,0 +1,7 @@
+//! Herd's domain core.
+//!
+//! Everything here is pure: no database, no network, no clock. Adapters in the
+//! other crates feed it facts and act on its answers, which keeps the rules
+//! testable without any server.
+
+pub mod readiness;

@@ -1,0 +1,336 @@
+//! Herd's settings: an optional TOML file, overridden by environment
+//! variables, validated once at start so a bad value stops Herd with an error
+//! naming the setting rather than failing later somewhere else.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+use url::Url;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {message}")]
+    File { path: String, message: String },
+    #[error("invalid setting {env} (`{key}` in the config file): {message}")]
+    Invalid {
+        env: &'static str,
+        key: &'static str,
+        message: String,
+    },
+    #[error("missing setting {env} (`{key}` in the config file): {hint}")]
+    Missing {
+        env: &'static str,
+        key: &'static str,
+        hint: &'static str,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The settings as a file or the environment spell them, before validation.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    listen_addr: Option<String>,
+    database_url: Option<String>,
+    database_max_connections: Option<String>,
+    kubeconfig: Option<String>,
+    log_format: Option<String>,
+    log_filter: Option<String>,
+}
+
+/// One setting's two spellings.
+struct Setting {
+    env: &'static str,
+    key: &'static str,
+}
+
+const LISTEN_ADDR: Setting = Setting {
+    env: "HERD_LISTEN_ADDR",
+    key: "listen_addr",
+};
+const DATABASE_URL: Setting = Setting {
+    env: "DATABASE_URL",
+    key: "database_url",
+};
+const DATABASE_MAX_CONNECTIONS: Setting = Setting {
+    env: "HERD_DATABASE_MAX_CONNECTIONS",
+    key: "database_max_connections",
+};
+const KUBECONFIG: Setting = Setting {
+    env: "HERD_KUBECONFIG",
+    key: "kubeconfig",
+};
+const LOG_FORMAT: Setting = Setting {
+    env: "HERD_LOG_FORMAT",
+    key: "log_format",
+};
+const LOG_FILTER: Setting = Setting {
+    env: "HERD_LOG",
+    key: "log_filter",
+};
+
+impl Setting {
+    fn invalid(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            env: self.env,
+            key: self.key,
+            message: message.into(),
+        }
+    }
+
+    fn missing(&self, hint: &'static str) -> ConfigError {
+        ConfigError::Missing {
+            env: self.env,
+            key: self.key,
+            hint,
+        }
+    }
+}
+
+/// A PostgreSQL URL whose password never reaches a log line.
+#[derive(Clone)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut url = Url::parse(&self.0).map_err(|_| fmt::Error)?;
+        if url.password().is_some() {
+            url.set_password(Some("redacted")).map_err(|_| fmt::Error)?;
+        }
+        f.write_str(url.as_str())
+    }
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen_addr: SocketAddr,
+    pub database_url: Option<DatabaseUrl>,
+    pub database_max_connections: u32,
+    /// `None` means the standard inference (`KUBECONFIG`, `~/.kube/config`, in-cluster).
+    pub kubeconfig: Option<PathBuf>,
+    pub log_format: LogFormat,
+    pub log_filter: String,
+}
+
+impl Settings {
+    /// Reads the optional file, then lets each set environment variable win.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut raw = match file {
+            Some(path) => read_file(path)?,
+            None => RawSettings::default(),
+        };
+        let overlay = |value: &mut Option<String>, setting: &Setting| {
+            if let Some(from_env) = env(setting.env).filter(|v| !v.is_empty()) {
+                *value = Some(from_env);
+            }
+        };
+        overlay(&mut raw.listen_addr, &LISTEN_ADDR);
+        overlay(&mut raw.database_url, &DATABASE_URL);
+        overlay(&mut raw.database_max_connections, &DATABASE_MAX_CONNECTIONS);
+        overlay(&mut raw.kubeconfig, &KUBECONFIG);
+        overlay(&mut raw.log_format, &LOG_FORMAT);
+        overlay(&mut raw.log_filter, &LOG_FILTER);
+        validate(raw)
+    }
+
+    /// The database URL, for the commands that cannot work without one.
+    pub fn require_database_url(&self) -> Result<&DatabaseUrl, ConfigError> {
+        self.database_url.as_ref().ok_or_else(|| {
+            DATABASE_URL.missing("a postgres:// URL of Herd's own database is required")
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<RawSettings, ConfigError> {
+    let file_error = |message: String| ConfigError::File {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|err| file_error(err.to_string()))?;
+    // The file is TOML with string values only, so every setting reads the same
+    // way whether it comes from the file or from the environment.
+    toml::from_str(&text).map_err(|err| file_error(err.to_string()))
+}
+
+fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
+    let listen_addr = match raw.listen_addr {
+        Some(value) => value.parse().map_err(|_| {
+            LISTEN_ADDR.invalid(format!("`{value}` is not an address like 127.0.0.1:8080"))
+        })?,
+        None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+    };
+    let database_url = raw.database_url.map(parse_database_url).transpose()?;
+    let database_max_connections = match raw.database_max_connections {
+        Some(value) => match value.parse::<u32>() {
+            Ok(n) if (1..=1000).contains(&n) => n,
+            _ => {
+                return Err(DATABASE_MAX_CONNECTIONS
+                    .invalid(format!("`{value}` is not a number from 1 to 1000")));
+            }
+        },
+        None => 16,
+    };
+    let kubeconfig = match raw.kubeconfig {
+        Some(value) => {
+            let path = PathBuf::from(&value);
+            if !path.is_file() {
+                return Err(KUBECONFIG.invalid(format!("`{value}` is not a readable file")));
+            }
+            Some(path)
+        }
+        None => None,
+    };
+    let log_format = match raw.log_format.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            return Err(LOG_FORMAT.invalid(format!("`{other}` is neither `text` nor `json`")));
+        }
+    };
+    let log_filter = raw.log_filter.unwrap_or_else(|| "info".to_owned());
+    tracing_subscriber::EnvFilter::try_new(&log_filter)
+        .map_err(|err| LOG_FILTER.invalid(format!("`{log_filter}`: {err}")))?;
+    Ok(Settings {
+        listen_addr,
+        database_url,
+        database_max_connections,
+        kubeconfig,
+        log_format,
+        log_filter,
+    })
+}
+
+fn parse_database_url(value: String) -> Result<DatabaseUrl, ConfigError> {
+    // The parse error may quote the URL, password included: report only its kind.
+    let url =
+        Url::parse(&value).map_err(|err| DATABASE_URL.invalid(format!("not a URL ({err})")))?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return Err(DATABASE_URL.invalid(format!("scheme `{}` is not postgres://", url.scheme())));
+    }
+    if url.host_str().is_none() {
+        return Err(DATABASE_URL.invalid("the URL names no host"));
+    }
+    Ok(DatabaseUrl(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::io::Write;
+
+    use super::*;
+
+    fn from_env(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let env: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::load(None, |name| env.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_need_no_configuration() {
+        let settings = from_env(&[]).unwrap();
+        assert_eq!(settings.listen_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.log_format, LogFormat::Text);
+        assert!(settings.database_url.is_none());
+        assert!(settings.require_database_url().is_err());
+    }
+
+    #[test]
+    fn errors_name_the_bad_setting() {
+        let err = from_env(&[("HERD_LISTEN_ADDR", "localhost")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("HERD_LISTEN_ADDR") && err.contains("listen_addr"),
+            "{err}"
+        );
+
+        let err = from_env(&[("DATABASE_URL", "mysql://x@h/db")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("DATABASE_URL") && err.contains("mysql"),
+            "{err}"
+        );
+
+        let err = from_env(&[("HERD_DATABASE_MAX_CONNECTIONS", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HERD_DATABASE_MAX_CONNECTIONS"), "{err}");
+
+        let err = from_env(&[("HERD_LOG_FORMAT", "xml")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HERD_LOG_FORMAT"), "{err}");
+
+        let err = from_env(&[("HERD_KUBECONFIG", "/nonexistent/kubeconfig")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HERD_KUBECONFIG"), "{err}");
+    }
+
+    #[test]
+    fn database_password_never_shows_in_errors_or_debug() {
+        let settings =
+            from_env(&[("DATABASE_URL", "postgres://herd:s3cret@127.0.0.1:5432/herd")]).unwrap();
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("redacted"), "{shown}");
+
+        let err = from_env(&[("DATABASE_URL", "postgres://herd:s3cret@[bad/herd")])
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "listen_addr = \"0.0.0.0:9000\"\nlog_format = \"json\""
+        )
+        .unwrap();
+        let env = HashMap::from([("HERD_LISTEN_ADDR".to_owned(), "127.0.0.1:9001".to_owned())]);
+        let settings = Settings::load(Some(file.path()), |name| env.get(name).cloned()).unwrap();
+        assert_eq!(settings.listen_addr.to_string(), "127.0.0.1:9001");
+        assert_eq!(settings.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "listen_adress = \"0.0.0.0:9000\"").unwrap();
+        let err = Settings::load(Some(file.path()), |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen_adress"), "{err}");
+    }
+}

@@ -1,0 +1,132 @@
+//! The `herd` binary: one process image for every role, chosen by subcommand.
+
+mod config;
+mod logging;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use actix_web::{App, HttpServer, middleware};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::{LogFormat, Settings};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "herd",
+    version,
+    about = "Control plane for managed Mastodon hosting"
+)]
+struct Cli {
+    /// Optional TOML settings file; environment variables override it.
+    #[arg(long, global = true, env = "HERD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format; overrides HERD_LOG_FORMAT.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply pending migrations, then serve the HTTP API.
+    Serve,
+    /// Manage the database schema.
+    Migrate {
+        #[command(subcommand)]
+        action: Option<MigrateAction>,
+    },
+    /// Validate the settings and print them, secrets redacted.
+    Config,
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+enum MigrateAction {
+    /// Apply every pending migration (the default).
+    Up,
+    /// Revert every migration. Destroys all data.
+    DownAll,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref(), |name| std::env::var(name).ok()) {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("herd: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(
+        cli.log_format.unwrap_or(settings.log_format),
+        &settings.log_filter,
+    );
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("herd: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "herd stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => serve(settings).await,
+        Command::Migrate { action } => migrate(settings, action.unwrap_or(MigrateAction::Up)).await,
+        Command::Config => {
+            println!("{settings:#?}");
+            Ok(())
+        }
+    }
+}
+
+async fn migrate(settings: Settings, action: MigrateAction) -> anyhow::Result<()> {
+    let url = settings.require_database_url()?;
+    let report = match action {
+        MigrateAction::Up => herd_db::run_pending_migrations(url.expose()).await?,
+        MigrateAction::DownAll => herd_db::revert_all_migrations(url.expose()).await?,
+    };
+    tracing::info!(?action, migrations = ?report.versions, "migrations done");
+    Ok(())
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let url = settings.require_database_url()?;
+    let applied = herd_db::run_pending_migrations(url.expose())
+        .await
+        .with_context(|| format!("applying migrations to {url}"))?;
+    tracing::info!(migrations = ?applied.versions, "database schema is current");
+
+    let database = herd_db::connect(url.expose(), settings.database_max_connections);
+    let kubernetes = herd_kube::client(settings.kubeconfig.as_deref()).await?;
+    let probes = herd_api::Probes {
+        database,
+        kubernetes,
+    };
+
+    tracing::info!(address = %settings.listen_addr, "serving HTTP");
+    HttpServer::new(move || {
+        App::new()
+            .wrap(middleware::Logger::new("%r %s %Dms").log_target("herd::http"))
+            .configure(herd_api::configure(probes.clone()))
+    })
+    .bind(settings.listen_addr)
+    .with_context(|| format!("binding {}", settings.listen_addr))?
+    .run()
+    .await?;
+    Ok(())
+}
