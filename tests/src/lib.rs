@@ -1,1 +1,40 @@
+//! Shared helpers for the end-to-end tests.
+//!
+//! The tests run against the real local stack that `deploy/test.sh` starts on
+//! free ports; it exports the stack's settings into the environment.
 
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// A setting the stack exports. Panics with the remedy when it is missing, so
+/// a bare `cargo test` explains itself instead of failing obscurely.
+pub fn stack_setting(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the end-to-end tests through `deploy/test.sh`, which starts the local stack")
+    })
+}
+
+/// A name no other test run uses, valid as a Kubernetes, PostgreSQL or bucket name.
+pub fn unique_name(prefix: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}-{}", &id[..12])
+}
+
+/// Polls `check` until it yields a value or `deadline` passes.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -20,6 +20,7 @@ const PROBE_DEADLINE: Duration = Duration::from_secs(3);
 #[derive(Clone)]
 pub struct Probes {
     pub database: herd_db::Pool,
+    pub schema: herd_db::SchemaStatus,
     pub kubernetes: kube::Client,
 }
 
@@ -33,7 +34,7 @@ pub async fn readyz(probes: web::Data<Probes>) -> Result<HttpResponse, Problem> 
     let (database, kubernetes) = tokio::join!(
         probe(
             Dependency::Database,
-            herd_db::server_version(&probes.database)
+            herd_db::probe_ready(&probes.database, &probes.schema)
         ),
         probe(
             Dependency::Kubernetes,

@@ -8,6 +8,8 @@ pub enum DbError {
     Query(#[from] diesel::result::Error),
     #[error("migration failed: {0}")]
     Migration(String),
+    #[error("database schema is not current: {0}")]
+    SchemaPending(String),
     #[error("timed out after {0:?} waiting for a database connection")]
     Timeout(std::time::Duration),
 }

@@ -7,7 +7,9 @@
 mod error;
 mod migrate;
 mod pool;
+mod schema;
 
 pub use error::DbError;
 pub use migrate::{MigrationReport, revert_all_migrations, run_pending_migrations};
 pub use pool::{Pool, connect, server_version};
+pub use schema::{SchemaStatus, probe_ready};

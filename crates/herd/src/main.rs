@@ -31,7 +31,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Apply pending migrations, then serve the HTTP API.
+    /// Serve the HTTP API, applying pending migrations as soon as the database answers.
     Serve,
     /// Manage the database schema.
     Migrate {
@@ -105,16 +105,17 @@ async fn migrate(settings: Settings, action: MigrateAction) -> anyhow::Result<()
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let url = settings.require_database_url()?;
-    let applied = herd_db::run_pending_migrations(url.expose())
-        .await
-        .with_context(|| format!("applying migrations to {url}"))?;
-    tracing::info!(migrations = ?applied.versions, "database schema is current");
-
+    let url = settings.require_database_url()?.clone();
     let database = herd_db::connect(url.expose(), settings.database_max_connections);
     let kubernetes = herd_kube::client(settings.kubeconfig.as_deref()).await?;
+    let schema = herd_db::SchemaStatus::default();
+    tokio::spawn({
+        let schema = schema.clone();
+        async move { schema.migrate_until_current(url.expose()).await }
+    });
     let probes = herd_api::Probes {
         database,
+        schema,
         kubernetes,
     };
 
