@@ -42,7 +42,7 @@ async fn schema_shape(conn: &mut AsyncPgConnection) -> String {
 async fn user_objects(conn: &mut AsyncPgConnection) -> i64 {
     let query =
         "SELECT count(*) AS count FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                  WHERE n.nspname = 'public' AND c.relname <> '__diesel_schema_migrations'";
+                  WHERE n.nspname = 'public' AND c.relname NOT LIKE '%diesel_schema_migrations%'";
     let tables = diesel::sql_query(query)
         .get_result::<Count>(conn)
         .await
