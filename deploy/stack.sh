@@ -63,8 +63,24 @@ find_components() {
 
 # ---------------------------------------------------------------- install ---
 
+# The scripts' own needs; a brand-new Debian may lack curl.
+ensure_tools() {
+  local missing=() t
+  for t in curl python3 flock setsid setpriv runuser; do
+    command -v "$t" >/dev/null || missing+=("$t")
+  done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  log "installing missing tools: ${missing[*]}"
+  local sudo=()
+  [[ "$(id -u)" == 0 ]] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    ca-certificates curl python3 util-linux >&2
+}
+
 cmd_install() {
   local c pid failed=0
+  ensure_tools
   find_components
   local comps=("${PRESENT[@]}")
   local -A pids=()
@@ -143,7 +159,7 @@ cmd_up() {
       local f
       # Show the logs this component wrote to during its start.
       for f in "$STATE"/logs/*.log; do
-        [[ -f "$f" && "$f" -nt "$marker" || "$f" == "$STATE/logs/$c.log" ]] || continue
+        [[ -f "$f" && "$f" -nt "$marker" ]] || continue
         printf '[herd-stack] ---- last lines of %s ----\n' "$f" >&2
         tail -n 40 "$f" >&2
       done

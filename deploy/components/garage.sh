@@ -107,24 +107,26 @@ start() {
     return 0
   fi
   [[ -x "$GARAGE_BIN" ]] || die "garage $GARAGE_VERSION is not installed: run '$0 install'"
+  ensure_port_free "garage S3 API" "$S3_PORT"
+  ensure_port_free "garage RPC" "$RPC_PORT"
+  ensure_port_free "garage admin API" "$ADMIN_PORT"
   write_config
-  start_daemon "$STATE" garage env RUST_LOG="${RUST_LOG:-garage=info}" "$GARAGE_BIN" -c "$GARAGE_CONF" server
+  start_daemon "$STATE" garage env NO_COLOR=1 RUST_LOG="${RUST_LOG:-garage=info}" "$GARAGE_BIN" -c "$GARAGE_CONF" server
   local i
   for ((i = 0; i < 300; i++)); do
     if ! daemon_running "$STATE" garage; then
-      log_tail "$STATE" garage
-      die "garage exited during start-up (a port taken?)"
+      die "garage exited during start-up; see $STATE/logs/garage.log"
     fi
     if admin_get /v2/GetClusterHealth >/dev/null 2>&1; then break; fi
     sleep 0.2
   done
-  admin_get /v2/GetClusterHealth >/dev/null || { log_tail "$STATE" garage; die "garage admin API not answering after 60s"; }
+  admin_get /v2/GetClusterHealth >/dev/null || die "garage admin API not answering after 60s; see $STATE/logs/garage.log"
   ensure_layout
   for ((i = 0; i < 150; i++)); do
     cluster_healthy 2>/dev/null && break
     sleep 0.2
   done
-  cluster_healthy || { log_tail "$STATE" garage; die "garage cluster not healthy after 30s"; }
+  cluster_healthy || die "garage cluster not healthy after 30s; see $STATE/logs/garage.log"
   write_env
   log "garage ready: S3 on 127.0.0.1:$S3_PORT, admin on 127.0.0.1:$ADMIN_PORT"
 }

@@ -85,6 +85,7 @@ start() {
     return 0
   fi
   [[ -x "$PG_BIN/postgres" ]] || die "PostgreSQL $PG_MAJOR is not installed: run '$0 install'"
+  ensure_port_free postgres "$PORT"
   init_cluster
   command install -d -o postgres -g postgres -m 700 "$PG_SOCK"
   rm -f "$PG_DATA/postmaster.pid"   # stale after a crash; our pidfile says nothing runs
@@ -94,13 +95,12 @@ start() {
   local i
   for ((i = 0; i < 300; i++)); do
     if ! daemon_running "$STATE" postgres; then
-      log_tail "$STATE" postgres
-      die "postgres exited during start-up (port $PORT taken?)"
+      die "postgres exited during start-up; see $STATE/logs/postgres.log"
     fi
     if as_pg "$PG_BIN/pg_isready" -q -h "$PG_SOCK" -p "$PORT"; then break; fi
     sleep 0.2
   done
-  as_pg "$PG_BIN/pg_isready" -q -h "$PG_SOCK" -p "$PORT" || { log_tail "$STATE" postgres; die "postgres not ready after 60s"; }
+  as_pg "$PG_BIN/pg_isready" -q -h "$PG_SOCK" -p "$PORT" || die "postgres not ready after 60s; see $STATE/logs/postgres.log"
   local su_pw herd_pw
   su_pw="$(state_secret "$STATE" postgres-superuser-password)"
   herd_pw="$(state_secret "$STATE" postgres-herd-password)"

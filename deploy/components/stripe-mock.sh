@@ -29,6 +29,7 @@ start() {
   PORT="${HERD_PORT_STRIPE_MOCK:-12111}"
   if ! daemon_running "$STATE" stripe-mock; then
     [[ -x "$STRIPE_MOCK_BIN" ]] || die "stripe-mock $STRIPE_MOCK_VERSION is not installed: run '$0 install'"
+    ensure_port_free stripe-mock "$PORT"
     # HTTP on loopback only. Naming an HTTP address alone would still open the
     # HTTPS listener on its fixed default port (12112), so it gets a port the
     # kernel picks: several stacks can run side by side.
@@ -37,14 +38,13 @@ start() {
     local i
     for ((i = 0; i < 300; i++)); do
       if ! daemon_running "$STATE" stripe-mock; then
-        log_tail "$STATE" stripe-mock
-        die "stripe-mock exited during start-up (port $PORT taken?)"
+        die "stripe-mock exited during start-up; see $STATE/logs/stripe-mock.log"
       fi
       if curl -fsS --max-time 2 -u sk_test_123: "http://127.0.0.1:$PORT/v1/customers?limit=1" >/dev/null 2>&1; then break; fi
       sleep 0.2
     done
     curl -fsS --max-time 2 -u sk_test_123: "http://127.0.0.1:$PORT/v1/customers?limit=1" >/dev/null \
-      || { log_tail "$STATE" stripe-mock; die "stripe-mock not answering after 60s"; }
+      || die "stripe-mock not answering after 60s; see $STATE/logs/stripe-mock.log"
     log "stripe-mock ready on 127.0.0.1:$PORT"
   fi
   write_env_file "$STATE" stripe-mock <<ENV

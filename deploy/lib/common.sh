@@ -110,3 +110,12 @@ log_tail() {
   printf '[herd-stack] ---- last lines of %s ----\n' "$file" >&2
   tail -n "${3:-40}" "$file" >&2
 }
+
+# ensure_port_free WHAT PORT: fail clearly when something already accepts
+# connections on 127.0.0.1:PORT (some servers, Garage among them, would start
+# anyway and share the port with the intruder).
+ensure_port_free() {
+  if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then
+    die "$1: port $2 on 127.0.0.1 is already in use by another process (choose other HERD_PORT_* values, or deploy/stack.sh up --free-ports)"
+  fi
+}
