@@ -13,6 +13,7 @@
 # can run at once. The ports are kept in DIR/ports.env from the first `up` on.
 # Use the stack with: source "$(deploy/stack.sh env)"
 # HERD_STACK_SKIP="kube ..." leaves components out of install and up.
+# shellcheck source=lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 COMPONENTS_DIR="$HERD_REPO_ROOT/deploy/components"

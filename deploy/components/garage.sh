@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Garage (S3-compatible object storage), single node, for the local stack.
 # Usage: garage.sh install | start STATE_DIR | stop STATE_DIR | status STATE_DIR
+# shellcheck source=../lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
 GARAGE_VERSION=2.5.0
@@ -13,6 +14,9 @@ install() {
   [[ -x "$GARAGE_BIN" ]] && return 0
   command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain (rustup) first"
   log "building garage $GARAGE_VERSION (several minutes on a cold cache)"
+  # Under the lock no other build runs: temp dirs left here are from
+  # interrupted builds.
+  rm -rf "$HERD_CACHE_DIR/bin/.garage-$GARAGE_VERSION."*
   local tmp
   tmp="$(mktemp -d "$HERD_CACHE_DIR/bin/.garage-$GARAGE_VERSION.XXXXXX")"
   chmod 755 "$tmp"

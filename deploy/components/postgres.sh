@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # PostgreSQL 15 (Debian packages), a throwaway cluster of its own per state dir.
 # Usage: postgres.sh install | start STATE_DIR | stop STATE_DIR | status STATE_DIR
+# shellcheck source=../lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
 PG_MAJOR=15

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # stripe-mock (Stripe's own API mock) for the local stack.
 # Usage: stripe-mock.sh install | start STATE_DIR | stop STATE_DIR | status STATE_DIR
+# shellcheck source=../lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
 STRIPE_MOCK_VERSION=v0.203.0
@@ -13,6 +14,9 @@ install() {
   [[ -x "$STRIPE_MOCK_BIN" ]] && return 0
   command -v go >/dev/null || die "go not found: install a Go toolchain first"
   log "building stripe-mock $STRIPE_MOCK_VERSION"
+  # Under the lock no other build runs: temp dirs left here are from
+  # interrupted builds.
+  rm -rf "$HERD_CACHE_DIR/bin/.stripe-mock-$STRIPE_MOCK_VERSION."*
   local tmp
   tmp="$(mktemp -d "$HERD_CACHE_DIR/bin/.stripe-mock-$STRIPE_MOCK_VERSION.XXXXXX")"
   chmod 755 "$tmp"
