@@ -68,17 +68,17 @@ COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 
 # ---------------------------------------------------------------- install ---
 
-# build_into FINAL_DIR DESCRIPTION FUNCTION: run FUNCTION TMPDIR, then move
+# build_into FINAL_DIR DESCRIPTION FUNCTION HINT: run FUNCTION TMPDIR, then move
 # TMPDIR to FINAL_DIR. An interrupted build leaves only a temp dir behind.
 build_into() {
-  local final="$1" what="$2" fn="$3" tmp
+  local final="$1" what="$2" fn="$3" hint="$4" tmp
   if [[ -d "$final" ]]; then
     log "$what: present in $final"
     return 0
   fi
   mkdir -p "$(dirname "$final")"
   tmp="$(mktemp -d "$(dirname "$final")/.build-$(basename "$final").XXXXXX")"
-  log "$what: building (first time only; Kubernetes takes 10 to 20 minutes on 2 cores)"
+  log "$what: building (first time only; $hint)"
   local started=$SECONDS
   if ! "$fn" "$tmp"; then
     rm -rf "$tmp"
@@ -102,7 +102,7 @@ build_kube() {
   local v=k8s.io/component-base/version minor
   minor="$(cut -d. -f2 <<<"${KUBE_VERSION#v}")"
   (cd "$KUBE_MODULE_DIR" && go_build_env go build \
-    -ldflags "-s -w -X $v.gitVersion=$KUBE_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$minor -X $v.gitTreeState=clean" \
+    -ldflags "-s -w -X $v.gitVersion=$KUBE_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$minor -X $v.gitTreeState=clean -X $v.gitCommit=" \
     -o "$1/herd-kube" ./cmd/herd-kube)
 }
 
@@ -120,21 +120,38 @@ cmd_install() {
   command -v go >/dev/null || die "go is required to build the Kubernetes components"
   # Concurrent installs (two clones, two stacks) wait for each other.
   cache_lock kube
-  build_into "$ETCD_BIN_DIR" "etcd $ETCD_VERSION" build_etcd
-  build_into "$KWOK_BIN_DIR" "kwok $KWOK_VERSION" build_kwok
-  build_into "$KUBE_BIN_DIR" "kubernetes $KUBE_VERSION" build_kube
+  build_into "$ETCD_BIN_DIR" "etcd $ETCD_VERSION" build_etcd "a few minutes"
+  build_into "$KWOK_BIN_DIR" "kwok $KWOK_VERSION" build_kwok "a few minutes"
+  build_into "$KUBE_BIN_DIR" "kubernetes $KUBE_VERSION" build_kube "10 to 20 minutes on 2 cores"
 }
 
 # -------------------------------------------------------------------- pki ---
 
-# sign NAME SUBJECT EXTENSIONS: a key and a certificate signed by the CA.
-sign() {
-  local pki="$1" name="$2" subject="$3" ext="$4"
+# new_key FILE: an ECDSA P-256 private key.
+new_key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
+
+# ensure_ca PKI NAME CN: a self-signed CA, unless it exists. A new CA throws
+# away the certificates it signed (their names start with NAME's prefix).
+ensure_ca() {
+  local pki="$1" name="$2" cn="$3"
   [[ -s "$pki/$name.crt" && -s "$pki/$name.key" ]] && return 0
-  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$pki/$name.key" 2>/dev/null
+  new_key "$pki/$name.key"
+  openssl req -x509 -new -key "$pki/$name.key" -subj "/CN=$cn" -days 3650 -sha256 \
+    -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,digitalSignature,keyCertSign,cRLSign" \
+    -out "$pki/$name.crt"
+  return 1
+}
+
+# sign PKI NAME SUBJECT EXTENSIONS [CA]: a key and a certificate signed by CA
+# (default: ca).
+sign() {
+  local pki="$1" name="$2" subject="$3" ext="$4" ca="${5:-ca}"
+  [[ -s "$pki/$name.crt" && -s "$pki/$name.key" ]] && return 0
+  new_key "$pki/$name.key"
   openssl req -new -key "$pki/$name.key" -subj "$subject" -out "$pki/$name.csr"
   printf '%s\n' "$ext" >"$pki/$name.ext"
-  openssl x509 -req -in "$pki/$name.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" \
+  openssl x509 -req -in "$pki/$name.csr" -CA "$pki/$ca.crt" -CAkey "$pki/$ca.key" \
     -set_serial "0x$(openssl rand -hex 12)" -days 3650 -sha256 \
     -extfile "$pki/$name.ext" -out "$pki/$name.crt" 2>/dev/null
   rm -f "$pki/$name.csr" "$pki/$name.ext"
@@ -148,14 +165,14 @@ ensure_pki() {
   local pki="$1"
   mkdir -p "$pki"
   chmod 700 "$pki"
-  if [[ ! -s "$pki/ca.crt" || ! -s "$pki/ca.key" ]]; then
-    rm -f "$pki"/*.crt "$pki"/*.key
-    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$pki/ca.key" 2>/dev/null
-    openssl req -x509 -new -key "$pki/ca.key" -subj "/CN=herd-local-kubernetes-ca" -days 3650 -sha256 \
-      -addext "basicConstraints=critical,CA:TRUE" \
-      -addext "keyUsage=critical,digitalSignature,keyCertSign,cRLSign" \
-      -out "$pki/ca.crt"
+  # The cluster CA signs the serving and client certificates; the front-proxy
+  # CA signs only the client certificate the API server uses to call
+  # aggregated API servers (request-header authentication), as kubeadm does.
+  if ! ensure_ca "$pki" ca herd-local-kubernetes-ca; then
+    find "$pki" -maxdepth 1 -name '*.crt' ! -name 'ca.crt' ! -name 'front-proxy-*' -delete
   fi
+  ensure_ca "$pki" front-proxy-ca herd-local-front-proxy-ca || rm -f "$pki/front-proxy-client.crt"
+  sign "$pki" front-proxy-client "/CN=front-proxy-client" "$client_ext" front-proxy-ca
   sign "$pki" apiserver "/CN=kube-apiserver" "basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
@@ -336,6 +353,13 @@ cmd_start() {
     --tls-cert-file "$PKI/apiserver.crt" \
     --tls-private-key-file "$PKI/apiserver.key" \
     --client-ca-file "$PKI/ca.crt" \
+    --requestheader-client-ca-file "$PKI/front-proxy-ca.crt" \
+    --requestheader-allowed-names front-proxy-client \
+    --requestheader-username-headers X-Remote-User \
+    --requestheader-group-headers X-Remote-Group \
+    --requestheader-extra-headers-prefix X-Remote-Extra- \
+    --proxy-client-cert-file "$PKI/front-proxy-client.crt" \
+    --proxy-client-key-file "$PKI/front-proxy-client.key" \
     --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" \
     --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
     --authorization-mode Node,RBAC \
@@ -377,7 +401,14 @@ cmd_start() {
     --leader-elect=false \
     --profiling=false
 
-  local stage_args=() f
+  if ! daemon_running "$STATE" kwok; then
+    # Leases left by a previous kwok: the new one would wait for them to
+    # expire (about 50s, long enough for nodes to turn NotReady) before
+    # taking them over, so let it create fresh ones.
+    kubectl_admin -n kube-node-lease delete lease --ignore-not-found \
+      $(for ((i = 0; i < NODE_COUNT; i++)); do printf 'herd-node-%d ' "$i"; done) >/dev/null
+  fi
+  local stage_args=() f i
   for f in "$STAGES_DIR"/*.yaml; do stage_args+=(--config "$f"); done
   # KWOK_WORKDIR keeps kwok away from a ~/.kwok/kwok.yaml of the user.
   ensure_daemon kwok "$PORT_KWOK" env KWOK_WORKDIR="$KDIR/kwok" "$HERD_KWOK" \
