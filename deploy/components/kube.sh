@@ -245,9 +245,11 @@ ready_nodes() {
   kubectl_admin get nodes --no-headers 2>/dev/null | awk '$2 == "Ready" { n++ } END { print n + 0 }'
 }
 
+enough_ready_nodes() { (($(ready_nodes) >= NODE_COUNT)); }
+
 cluster_usable() {
   kubectl_admin get --raw /readyz >/dev/null 2>&1 &&
-    (($(ready_nodes) >= NODE_COUNT)) &&
+    enough_ready_nodes &&
     kubectl_admin -n default get serviceaccount default >/dev/null 2>&1
 }
 
@@ -405,10 +407,11 @@ cmd_start() {
     # Leases left by a previous kwok: the new one would wait for them to
     # expire (about 50s, long enough for nodes to turn NotReady) before
     # taking them over, so let it create fresh ones.
-    kubectl_admin -n kube-node-lease delete lease --ignore-not-found \
-      $(for ((i = 0; i < NODE_COUNT; i++)); do printf 'herd-node-%d ' "$i"; done) >/dev/null
+    local leases=() i
+    for ((i = 0; i < NODE_COUNT; i++)); do leases+=("herd-node-$i"); done
+    kubectl_admin -n kube-node-lease delete lease --ignore-not-found "${leases[@]}" >/dev/null
   fi
-  local stage_args=() f i
+  local stage_args=() f
   for f in "$STAGES_DIR"/*.yaml; do stage_args+=(--config "$f"); done
   # KWOK_WORKDIR keeps kwok away from a ~/.kwok/kwok.yaml of the user.
   ensure_daemon kwok "$PORT_KWOK" env KWOK_WORKDIR="$KDIR/kwok" "$HERD_KWOK" \
@@ -422,7 +425,7 @@ cmd_start() {
     --server-address "127.0.0.1:$PORT_KWOK"
 
   create_fake_nodes
-  wait_alive kwok 120 "$NODE_COUNT Ready fake nodes" eval '(($(ready_nodes) >= NODE_COUNT))'
+  wait_alive kwok 120 "$NODE_COUNT Ready fake nodes" enough_ready_nodes
   wait_alive kube-controller-manager 120 "the default ServiceAccount (controller-manager)" \
     kubectl_admin -n default get serviceaccount default
   check_alive kube-scheduler
