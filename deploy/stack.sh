@@ -162,7 +162,7 @@ cmd_up() {
       for f in "$STATE"/logs/*.log; do
         [[ -f "$f" && "$f" -nt "$marker" ]] || continue
         printf '[herd-stack] ---- last lines of %s ----\n' "$f" >&2
-        tail -n 40 "$f" >&2
+        tail -n 20 "$f" >&2
       done
       rm -f "$marker"
       die "$c failed to start (state dir $STATE; stop with: deploy/stack.sh down --state-dir $STATE)"

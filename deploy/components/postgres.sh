@@ -50,7 +50,17 @@ init_cluster() {
   # The postgres user must be able to reach its directory inside the state dir.
   chmod a+x "$STATE"
   command install -d -o postgres -g postgres -m 700 "$PG_DIR" "$PG_SOCK"
-  as_pg test -w "$PG_DIR" || die "the postgres OS user cannot reach $PG_DIR: make its parent directories world-searchable (chmod a+x)"
+  if ! as_pg test -w "$PG_DIR"; then
+    # The first directory from the root down that the postgres user cannot enter.
+    local d="" part
+    local -a parts
+    IFS=/ read -ra parts <<<"${PG_DIR#/}"
+    for part in "${parts[@]}"; do
+      d="$d/$part"
+      as_pg test -x "$d" || break
+    done
+    die "the postgres OS user cannot reach $PG_DIR ($d is not searchable for it): 'chmod o+x $d', or use a state dir elsewhere (deploy/stack.sh up --state-dir DIR)"
+  fi
   local su_pw pwfile="$PG_DIR/initdb.pw" tmpdata="$PG_DIR/data.init"
   su_pw="$(state_secret "$STATE" postgres-superuser-password)"
   rm -rf "$tmpdata"

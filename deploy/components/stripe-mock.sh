@@ -37,7 +37,9 @@ start() {
     # HTTP on loopback only. Naming an HTTP address alone would still open the
     # HTTPS listener on its fixed default port (12112), so it gets a port the
     # kernel picks: several stacks can run side by side.
-    start_daemon "$STATE" stripe-mock "$STRIPE_MOCK_BIN" \
+    # Run inside the state dir: its command line does not name the dir, its
+    # working directory does, which is how `stack.sh down` finds leftovers.
+    start_daemon "$STATE" stripe-mock env -C "$STATE" "$STRIPE_MOCK_BIN" \
       -http-addr "127.0.0.1:$PORT" -https-addr 127.0.0.1:0
     local i
     for ((i = 0; i < 300; i++)); do
