@@ -4,4 +4,9 @@
 //! other crates feed it facts and act on its answers, which keeps the rules
 //! testable without any server.
 
+pub mod domain;
+pub mod lifecycle;
+pub mod plan;
 pub mod readiness;
+pub mod spec;
+pub mod version;

@@ -1,0 +1,44 @@
+//! The desired state of one hosted instance, as the cluster receives it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::Plan;
+
+/// Where the tenant's database lives. The password travels in a Secret, not here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseEndpoint {
+    pub host: String,
+    pub port: u16,
+    pub name: String,
+    pub user: String,
+}
+
+/// Where the tenant's media live. The access key travels in a Secret, not here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectStoreEndpoint {
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+}
+
+/// Everything the reconciler needs to build an instance's workloads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceSpec {
+    /// Herd's id of the instance; names and labels derive from it, never from the domain.
+    pub instance_id: String,
+    /// `LOCAL_DOMAIN`: the handle domain, fixed forever after the first boot.
+    pub local_domain: String,
+    /// `WEB_DOMAIN`: where the web app is served; often the same as `local_domain`.
+    pub web_domain: String,
+    pub version: String,
+    pub owner_email: String,
+    pub plan: Plan,
+    /// Workloads scaled to zero with all data kept.
+    #[serde(default)]
+    pub suspended: bool,
+    pub database: DatabaseEndpoint,
+    pub object_store: ObjectStoreEndpoint,
+}
