@@ -12,4 +12,10 @@ pub enum DbError {
     SchemaPending(String),
     #[error("timed out after {0:?} waiting for a database connection")]
     Timeout(std::time::Duration),
+    /// The worker no longer holds the job: its lease expired and another
+    /// worker claimed it, or the job has finished. The worker must stop.
+    #[error("worker {worker} no longer holds job {job}")]
+    LeaseLost { job: uuid::Uuid, worker: String },
+    #[error("{0} must run inside a transaction")]
+    TransactionRequired(&'static str),
 }

@@ -2,14 +2,21 @@
 //!
 //! Queries run on `diesel-async` over a bb8 pool. Migrations are embedded in
 //! the binary and run under an advisory lock, so several Herd processes
-//! starting at once apply them exactly once.
+//! starting at once apply them exactly once. [`jobs`] is the durable job
+//! queue the long operations run on, [`outbox`] the events announcing
+//! committed changes.
 
+mod backoff;
 mod error;
+pub mod jobs;
 mod migrate;
+pub mod outbox;
 mod pool;
+mod readiness;
 mod schema;
 
+pub use backoff::Backoff;
 pub use error::DbError;
 pub use migrate::{MigrationReport, revert_all_migrations, run_pending_migrations};
 pub use pool::{Pool, connect, server_version};
-pub use schema::{SchemaStatus, probe_ready};
+pub use readiness::{SchemaStatus, probe_ready};
