@@ -1,7 +1,7 @@
-//! Herd's Kubernetes layer: how Herd reaches a cluster.
-//!
-//! Later issues add the `MastodonInstance` resource, the pure manifest
-//! builders and the reconciler here.
+//! Herd's Kubernetes layer: how Herd reaches a cluster, the `MastodonInstance`
+//! resource, the pure manifest builders and the reconciler.
+
+pub mod crd;
 
 use std::path::Path;
 

@@ -40,6 +40,8 @@ enum Command {
     },
     /// Validate the settings and print them, secrets redacted.
     Config,
+    /// Print the MastodonInstance CustomResourceDefinition as YAML.
+    Crd,
 }
 
 #[derive(Debug, Clone, Copy, Subcommand)]
@@ -87,6 +89,10 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Serve => serve(settings).await,
         Command::Migrate { action } => migrate(settings, action.unwrap_or(MigrateAction::Up)).await,
+        Command::Crd => {
+            print!("{}", herd_kube::crd::crd_yaml());
+            Ok(())
+        }
         Command::Config => {
             println!("{settings:#?}");
             Ok(())
