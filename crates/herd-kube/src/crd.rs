@@ -16,6 +16,8 @@ pub const FINALIZER: &str = "hosting.herd.dev/tenant-data";
 /// The one field manager every child is applied under.
 pub const FIELD_MANAGER: &str = "herd";
 
+// Each printcolumn repeats the same keys, which the lint mistakes for duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "hosting.herd.dev",
