@@ -14,9 +14,11 @@ pub mod outbox;
 mod pool;
 mod readiness;
 mod schema;
+mod sealing;
 
 pub use backoff::Backoff;
 pub use error::DbError;
 pub use migrate::{MigrationReport, revert_all_migrations, run_pending_migrations};
 pub use pool::{Pool, connect, server_version};
 pub use readiness::{SchemaStatus, probe_ready};
+pub use sealing::{Sealer, SealingError};

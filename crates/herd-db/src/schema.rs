@@ -41,3 +41,175 @@ diesel::table! {
 
 diesel::joinable!(job_steps -> jobs (job_id));
 diesel::allow_tables_to_appear_in_same_query!(jobs, job_steps);
+
+diesel::table! {
+    accounts (id) {
+        id -> Uuid,
+        email -> Text,
+        role -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    api_tokens (id) {
+        id -> Uuid,
+        account_id -> Uuid,
+        token_sha256 -> Bytea,
+        display_prefix -> Text,
+        name -> Text,
+        created_at -> Timestamptz,
+        last_used_at -> Nullable<Timestamptz>,
+        expires_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    plans (name) {
+        name -> Text,
+        sizing -> Jsonb,
+        stripe_price_id -> Nullable<Text>,
+        offered -> Bool,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    clusters (id) {
+        id -> Uuid,
+        name -> Text,
+        region -> Text,
+        kubeconfig_sealed -> Bytea,
+        capacity_instances -> Int4,
+        state -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    database_servers (id) {
+        id -> Uuid,
+        name -> Text,
+        region -> Text,
+        tenant_host -> Text,
+        tenant_port -> Int4,
+        admin_url_sealed -> Bytea,
+        capacity_databases -> Int4,
+        state -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    object_stores (id) {
+        id -> Uuid,
+        name -> Text,
+        region -> Text,
+        s3_endpoint -> Text,
+        s3_region -> Text,
+        admin_endpoint -> Text,
+        admin_token_sealed -> Bytea,
+        state -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    reserved_domains (domain) {
+        domain -> Text,
+        reason -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    instances (id) {
+        id -> Uuid,
+        owner_id -> Uuid,
+        domain -> Text,
+        web_domain -> Text,
+        plan_name -> Text,
+        version -> Text,
+        cluster_id -> Nullable<Uuid>,
+        database_server_id -> Nullable<Uuid>,
+        object_store_id -> Nullable<Uuid>,
+        state -> Text,
+        failure_reason -> Nullable<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        deleted_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    instance_secrets (instance_id) {
+        instance_id -> Uuid,
+        sealed -> Bytea,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    operations (id) {
+        id -> Uuid,
+        instance_id -> Uuid,
+        kind -> Text,
+        state -> Text,
+        progress -> Int4,
+        steps -> Jsonb,
+        error -> Nullable<Text>,
+        started_by -> Nullable<Uuid>,
+        job_id -> Nullable<Uuid>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (account_id, key) {
+        account_id -> Uuid,
+        key -> Text,
+        request_sha256 -> Bytea,
+        response_status -> Int4,
+        response_body -> Jsonb,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    audit_log (id) {
+        id -> Int8,
+        at -> Timestamptz,
+        actor_id -> Nullable<Uuid>,
+        actor -> Text,
+        action -> Text,
+        object_kind -> Text,
+        object_id -> Text,
+        details -> Jsonb,
+    }
+}
+
+diesel::joinable!(api_tokens -> accounts (account_id));
+diesel::joinable!(instances -> accounts (owner_id));
+diesel::joinable!(instances -> plans (plan_name));
+diesel::joinable!(instance_secrets -> instances (instance_id));
+diesel::joinable!(operations -> instances (instance_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    accounts,
+    api_tokens,
+    plans,
+    clusters,
+    database_servers,
+    object_stores,
+    instances,
+    instance_secrets,
+    operations,
+    jobs,
+);

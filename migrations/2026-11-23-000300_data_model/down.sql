@@ -1,0 +1,12 @@
+DROP TABLE audit_log;
+DROP TABLE idempotency_keys;
+DROP TABLE operations;
+DROP TABLE instance_secrets;
+DROP TABLE instances;
+DROP TABLE reserved_domains;
+DROP TABLE object_stores;
+DROP TABLE database_servers;
+DROP TABLE clusters;
+DROP TABLE plans;
+DROP TABLE api_tokens;
+DROP TABLE accounts;
