@@ -250,7 +250,7 @@ pub async fn claim(
                 .select((jobs::id, jobs::state, jobs::attempts, jobs::max_attempts))
                 .filter(jobs::kind.eq_any(kinds))
                 .filter(due)
-                .order(jobs::run_after)
+                .order((jobs::run_after, jobs::id))
                 .limit(1)
                 .for_update()
                 .skip_locked()
