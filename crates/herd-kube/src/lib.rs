@@ -1,7 +1,9 @@
 //! Herd's Kubernetes layer: how Herd reaches a cluster, the `MastodonInstance`
 //! resource, the pure manifest builders and the reconciler.
 
+pub mod children;
 pub mod crd;
+pub mod manifests;
 
 use std::path::Path;
 

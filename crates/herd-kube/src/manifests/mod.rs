@@ -63,17 +63,21 @@ pub fn desired_children(
     children.push(Child::from_typed(&config::secret(&tenant)));
     children.push(Child::from_typed(&config::config_map(&tenant)));
 
-    let mut deployments = vec![redis::deployment(&tenant), web::deployment(&tenant)];
-    deployments.push(streaming::deployment(&tenant));
-    deployments.extend(sidekiq::deployments(&tenant));
+    let deployments: Vec<Deployment> = [
+        redis::deployment(&tenant),
+        web::deployment(&tenant),
+        streaming::deployment(&tenant),
+    ]
+    .into_iter()
+    .chain(sidekiq::deployments(&tenant))
+    .collect();
     children.extend(deployments.iter().map(Child::from_typed));
-    for service in [
+    let services = [
         redis::service(&tenant),
         web::service(&tenant),
         streaming::service(&tenant),
-    ] {
-        children.push(Child::from_typed(&service));
-    }
+    ];
+    children.extend(services.iter().map(Child::from_typed));
     children.push(Child::from_typed(&ingress::ingress(&tenant)));
     children.push(Child::from_typed(&setup::job(&tenant)));
     children.extend(

@@ -1,0 +1,64 @@
+//! Sidekiq: one Deployment per worker group of the plan.
+
+use herd_core::plan::SidekiqGroup;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Container;
+
+use super::Tenant;
+use super::pod::{App, PodParts, env, mastodon_container, template};
+use super::workload::{self, Rollout};
+
+pub(super) fn deployments(tenant: &Tenant) -> Vec<Deployment> {
+    tenant
+        .spec
+        .plan
+        .sidekiq
+        .iter()
+        .map(|group| deployment(tenant, group))
+        .collect()
+}
+
+fn component(group: &SidekiqGroup) -> String {
+    format!("sidekiq-{}", group.name)
+}
+
+fn deployment(tenant: &Tenant, group: &SidekiqGroup) -> Deployment {
+    let component = component(group);
+    let mut command: Vec<String> = ["bundle", "exec", "sidekiq", "-c"]
+        .map(str::to_owned)
+        .to_vec();
+    command.push(group.threads.to_string());
+    command.extend(group.queue_arguments());
+    let sidekiq = Container {
+        env: Some(env(&[("DB_POOL", group.db_pool().to_string())])),
+        ..mastodon_container(
+            &component,
+            tenant.image(&tenant.profile.mastodon_image),
+            command,
+            group.resources,
+        )
+    };
+    // Two processes consuming `scheduler` run every scheduled job twice, even
+    // for the moment a rolling update would overlap them.
+    let (replicas, rollout) = if group.holds_scheduler() {
+        (1, Rollout::Recreate)
+    } else {
+        (group.min_replicas, Rollout::Rolling)
+    };
+    workload::deployment(
+        tenant,
+        &component,
+        replicas,
+        rollout,
+        template(
+            tenant,
+            PodParts {
+                component: component.clone(),
+                app: App::Mastodon,
+                init_containers: Vec::new(),
+                containers: vec![sidekiq],
+                restart_policy: None,
+            },
+        ),
+    )
+}

@@ -1,0 +1,53 @@
+//! Puma: Mastodon's web app and API.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, Service};
+
+use super::Tenant;
+use super::pod::{App, PodParts, env, http_readiness, mastodon_container, port, template};
+use super::workload::{self, Rollout};
+
+pub(super) const WEB_PORT: u16 = 3000;
+pub(super) const COMPONENT: &str = "web";
+
+pub(super) fn deployment(tenant: &Tenant) -> Deployment {
+    let plan = &tenant.spec.plan;
+    let web = Container {
+        env: Some(env(&[
+            ("WEB_CONCURRENCY", plan.web.concurrency.to_string()),
+            ("MAX_THREADS", plan.web.threads.to_string()),
+            ("DB_POOL", plan.web_db_pool().to_string()),
+            ("PORT", WEB_PORT.to_string()),
+        ])),
+        ports: Some(vec![port("http", WEB_PORT)]),
+        readiness_probe: Some(http_readiness("/health", WEB_PORT)),
+        ..mastodon_container(
+            COMPONENT,
+            tenant.image(&tenant.profile.mastodon_image),
+            ["bundle", "exec", "puma", "-C", "config/puma.rb"]
+                .map(str::to_owned)
+                .to_vec(),
+            plan.web.resources,
+        )
+    };
+    workload::deployment(
+        tenant,
+        COMPONENT,
+        plan.web.replicas,
+        Rollout::Rolling,
+        template(
+            tenant,
+            PodParts {
+                component: COMPONENT.to_owned(),
+                app: App::Mastodon,
+                init_containers: Vec::new(),
+                containers: vec![web],
+                restart_policy: None,
+            },
+        ),
+    )
+}
+
+pub(super) fn service(tenant: &Tenant) -> Service {
+    workload::service(tenant, COMPONENT, "http", WEB_PORT)
+}
