@@ -23,4 +23,26 @@ pub enum TenancyError {
         operation: String,
         message: String,
     },
+    #[error("invalid PostgreSQL admin URL: {message}")]
+    AdminUrl { message: String },
+    #[error("invalid {kind} name {value:?}: {reason}")]
+    InvalidName {
+        kind: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    /// `message` carries the server's own words, which `source` alone does not print.
+    #[error("PostgreSQL: {operation} failed: {message}")]
+    Postgres {
+        operation: String,
+        message: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The name is taken by something Herd did not create for this tenant;
+    /// converging would mean taking it over, so Herd leaves it alone.
+    #[error("PostgreSQL: {message}")]
+    Conflict { message: String },
+    #[error("the operating system's random source failed: {message}")]
+    Randomness { message: String },
 }
