@@ -18,4 +18,20 @@ pub enum DbError {
     LeaseLost { job: uuid::Uuid, worker: String },
     #[error("{0} must run inside a transaction")]
     TransactionRequired(&'static str),
+    #[error("the domain {0} is already hosted")]
+    DomainTaken(String),
+    #[error("the account {email} exists with the role {existing}")]
+    RoleMismatch { email: String, existing: String },
+    #[error("instance {id}: {source}")]
+    Transition {
+        id: uuid::Uuid,
+        #[source]
+        source: herd_core::lifecycle::TransitionRefused,
+    },
+    #[error("instance {0} changed state concurrently; retry")]
+    ConcurrentChange(uuid::Uuid),
+    #[error(transparent)]
+    Sealing(#[from] crate::SealingError),
+    #[error("stored {what} is unreadable: {message}")]
+    Corrupt { what: &'static str, message: String },
 }

@@ -6,11 +6,18 @@
 //! queue the long operations run on, [`outbox`] the events announcing
 //! committed changes.
 
+pub mod accounts;
+pub mod audit;
 mod backoff;
 mod error;
+pub mod fleet;
+pub mod idempotency;
+pub mod instances;
 pub mod jobs;
 mod migrate;
+pub mod operations;
 pub mod outbox;
+pub mod plans;
 mod pool;
 mod readiness;
 mod schema;

@@ -1,0 +1,317 @@
+//! Hosted instances, their sealed secrets, and their lifecycle in the database.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use herd_core::lifecycle::{InstanceState, LifecycleEvent};
+use uuid::Uuid;
+
+use crate::accounts::Principal;
+use crate::schema::{instance_secrets, instances, reserved_domains};
+use crate::{DbError, Sealer};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instance {
+    pub id: Uuid,
+    pub owner_id: Uuid,
+    pub domain: String,
+    pub web_domain: String,
+    pub plan_name: String,
+    pub version: String,
+    pub cluster_id: Option<Uuid>,
+    pub database_server_id: Option<Uuid>,
+    pub object_store_id: Option<Uuid>,
+    pub state: InstanceState,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = instances)]
+struct InstanceRow {
+    id: Uuid,
+    owner_id: Uuid,
+    domain: String,
+    web_domain: String,
+    plan_name: String,
+    version: String,
+    cluster_id: Option<Uuid>,
+    database_server_id: Option<Uuid>,
+    object_store_id: Option<Uuid>,
+    state: String,
+    failure_reason: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+fn state_from(stored: &str, failure_reason: Option<String>) -> Result<InstanceState, DbError> {
+    Ok(match stored {
+        "pending" => InstanceState::Pending,
+        "provisioning" => InstanceState::Provisioning,
+        "running" => InstanceState::Running,
+        "updating" => InstanceState::Updating,
+        "suspended" => InstanceState::Suspended,
+        "deleting" => InstanceState::Deleting,
+        "deleted" => InstanceState::Deleted,
+        "failed" => InstanceState::Failed {
+            reason: failure_reason.unwrap_or_default(),
+        },
+        other => {
+            return Err(DbError::Corrupt {
+                what: "instance state",
+                message: other.to_owned(),
+            });
+        }
+    })
+}
+
+impl TryFrom<InstanceRow> for Instance {
+    type Error = DbError;
+
+    fn try_from(row: InstanceRow) -> Result<Self, DbError> {
+        Ok(Instance {
+            state: state_from(&row.state, row.failure_reason)?,
+            id: row.id,
+            owner_id: row.owner_id,
+            domain: row.domain,
+            web_domain: row.web_domain,
+            plan_name: row.plan_name,
+            version: row.version,
+            cluster_id: row.cluster_id,
+            database_server_id: row.database_server_id,
+            object_store_id: row.object_store_id,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+pub struct NewInstance<'a> {
+    pub id: Uuid,
+    pub owner_id: Uuid,
+    pub domain: &'a str,
+    pub web_domain: &'a str,
+    pub plan_name: &'a str,
+    pub version: &'a str,
+}
+
+/// Whether an operator reserved `domain` or a domain above it.
+pub async fn is_reserved(conn: &mut AsyncPgConnection, domain: &str) -> Result<bool, DbError> {
+    let reserved: Vec<String> = reserved_domains::table
+        .select(reserved_domains::domain)
+        .load(conn)
+        .await?;
+    Ok(reserved
+        .iter()
+        .any(|r| domain == r || domain.ends_with(&format!(".{r}"))))
+}
+
+pub async fn reserve_domain(
+    conn: &mut AsyncPgConnection,
+    domain: &str,
+    reason: &str,
+) -> Result<(), DbError> {
+    diesel::insert_into(reserved_domains::table)
+        .values((
+            reserved_domains::domain.eq(domain),
+            reserved_domains::reason.eq(reason),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records a new, pending instance. A domain hosted by a live instance is refused.
+pub async fn create_instance(
+    conn: &mut AsyncPgConnection,
+    new: NewInstance<'_>,
+) -> Result<Instance, DbError> {
+    let inserted = diesel::insert_into(instances::table)
+        .values((
+            instances::id.eq(new.id),
+            instances::owner_id.eq(new.owner_id),
+            instances::domain.eq(new.domain),
+            instances::web_domain.eq(new.web_domain),
+            instances::plan_name.eq(new.plan_name),
+            instances::version.eq(new.version),
+        ))
+        .returning(InstanceRow::as_returning())
+        .get_result(conn)
+        .await;
+    match inserted {
+        Ok(row) => row.try_into(),
+        Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
+            Err(DbError::DomainTaken(new.domain.to_owned()))
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// One instance, if the principal may see it. Another customer's instance is
+/// indistinguishable from a missing one.
+pub async fn find_instance(
+    conn: &mut AsyncPgConnection,
+    principal: &Principal,
+    id: Uuid,
+) -> Result<Option<Instance>, DbError> {
+    let mut query = instances::table.filter(instances::id.eq(id)).into_boxed();
+    if let Some(owner) = principal.owner_filter() {
+        query = query.filter(instances::owner_id.eq(owner));
+    }
+    let row = query
+        .select(InstanceRow::as_select())
+        .first(conn)
+        .await
+        .optional()?;
+    row.map(Instance::try_from).transpose()
+}
+
+/// One instance by id, for Herd's own subsystems (jobs, reconciler), never for a request.
+pub async fn load_instance(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> Result<Option<Instance>, DbError> {
+    let row = instances::table
+        .find(id)
+        .select(InstanceRow::as_select())
+        .first(conn)
+        .await
+        .optional()?;
+    row.map(Instance::try_from).transpose()
+}
+
+/// The instances the principal may see, newest first, deleted ones left out.
+pub async fn list_instances(
+    conn: &mut AsyncPgConnection,
+    principal: &Principal,
+) -> Result<Vec<Instance>, DbError> {
+    let mut query = instances::table
+        .filter(instances::state.ne("deleted"))
+        .into_boxed();
+    if let Some(owner) = principal.owner_filter() {
+        query = query.filter(instances::owner_id.eq(owner));
+    }
+    let rows = query
+        .order(instances::created_at.desc())
+        .select(InstanceRow::as_select())
+        .load(conn)
+        .await?;
+    rows.into_iter().map(Instance::try_from).collect()
+}
+
+/// Moves an instance through its lifecycle. The update only applies if the
+/// state is still the one the transition was computed from, so two processes
+/// racing on one instance cannot both win.
+pub async fn transition(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    event: &LifecycleEvent,
+) -> Result<Instance, DbError> {
+    let current = load_instance(conn, id)
+        .await?
+        .ok_or(DbError::Query(DieselError::NotFound))?;
+    let next = current
+        .state
+        .apply(event)
+        .map_err(|source| DbError::Transition { id, source })?;
+    let failure_reason = match &next {
+        InstanceState::Failed { reason } => Some(reason.clone()),
+        _ => None,
+    };
+    let deleted_at = (next == InstanceState::Deleted).then(Utc::now);
+    let updated = diesel::update(instances::table)
+        .filter(instances::id.eq(id))
+        .filter(instances::state.eq(current.state.name()))
+        .set((
+            instances::state.eq(next.name()),
+            instances::failure_reason.eq(failure_reason),
+            instances::deleted_at.eq(deleted_at),
+        ))
+        .returning(InstanceRow::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?;
+    updated.ok_or(DbError::ConcurrentChange(id))?.try_into()
+}
+
+pub struct Placement {
+    pub cluster_id: Uuid,
+    pub database_server_id: Uuid,
+    pub object_store_id: Uuid,
+}
+
+/// Records where an instance lives. Placement is decided once: a second call
+/// keeps the first decision, so a resumed provisioning job lands in the same place.
+pub async fn place_instance(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    placement: &Placement,
+) -> Result<Instance, DbError> {
+    diesel::update(instances::table)
+        .filter(instances::id.eq(id))
+        .filter(instances::cluster_id.is_null())
+        .set((
+            instances::cluster_id.eq(placement.cluster_id),
+            instances::database_server_id.eq(placement.database_server_id),
+            instances::object_store_id.eq(placement.object_store_id),
+        ))
+        .execute(conn)
+        .await?;
+    load_instance(conn, id)
+        .await?
+        .ok_or(DbError::Query(DieselError::NotFound))
+}
+
+fn secrets_context(id: Uuid) -> String {
+    format!("instance_secrets:{id}")
+}
+
+/// Stores an instance's secrets unless it has some already, and returns the
+/// stored ones: secrets are generated once and never replaced.
+pub async fn keep_secrets(
+    conn: &mut AsyncPgConnection,
+    sealer: &Sealer,
+    id: Uuid,
+    generated: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, DbError> {
+    let plaintext = serde_json::to_vec(generated).expect("a string map always serialises");
+    let sealed = sealer.seal(&plaintext, &secrets_context(id))?;
+    diesel::insert_into(instance_secrets::table)
+        .values((
+            instance_secrets::instance_id.eq(id),
+            instance_secrets::sealed.eq(sealed),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    load_secrets(conn, sealer, id)
+        .await?
+        .ok_or(DbError::Query(DieselError::NotFound))
+}
+
+pub async fn load_secrets(
+    conn: &mut AsyncPgConnection,
+    sealer: &Sealer,
+    id: Uuid,
+) -> Result<Option<BTreeMap<String, String>>, DbError> {
+    let sealed: Option<Vec<u8>> = instance_secrets::table
+        .find(id)
+        .select(instance_secrets::sealed)
+        .first(conn)
+        .await
+        .optional()?;
+    let Some(sealed) = sealed else {
+        return Ok(None);
+    };
+    let plaintext = sealer.open(&sealed, &secrets_context(id))?;
+    serde_json::from_slice(&plaintext)
+        .map(Some)
+        .map_err(|err| DbError::Corrupt {
+            what: "instance secrets",
+            message: err.to_string(),
+        })
+}

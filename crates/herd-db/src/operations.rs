@@ -1,0 +1,249 @@
+//! Long-running work as customers and operators follow it.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::DbError;
+use crate::accounts::Principal;
+use crate::schema::{instances, operations};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationState {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl OperationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationState::Pending => "pending",
+            OperationState::Running => "running",
+            OperationState::Succeeded => "succeeded",
+            OperationState::Failed => "failed",
+        }
+    }
+
+    fn parse(stored: &str) -> Result<Self, DbError> {
+        Ok(match stored {
+            "pending" => OperationState::Pending,
+            "running" => OperationState::Running,
+            "succeeded" => OperationState::Succeeded,
+            "failed" => OperationState::Failed,
+            other => {
+                return Err(DbError::Corrupt {
+                    what: "operation state",
+                    message: other.to_owned(),
+                });
+            }
+        })
+    }
+}
+
+/// One step of an operation and whether it is done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepProgress {
+    pub name: String,
+    pub done: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Operation {
+    pub id: Uuid,
+    pub instance_id: Uuid,
+    pub kind: String,
+    pub state: OperationState,
+    pub progress: i32,
+    pub steps: Vec<StepProgress>,
+    pub error: Option<String>,
+    pub started_by: Option<Uuid>,
+    pub job_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = operations)]
+struct OperationRow {
+    id: Uuid,
+    instance_id: Uuid,
+    kind: String,
+    state: String,
+    progress: i32,
+    steps: serde_json::Value,
+    error: Option<String>,
+    started_by: Option<Uuid>,
+    job_id: Option<Uuid>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<OperationRow> for Operation {
+    type Error = DbError;
+
+    fn try_from(row: OperationRow) -> Result<Self, DbError> {
+        Ok(Operation {
+            state: OperationState::parse(&row.state)?,
+            steps: serde_json::from_value(row.steps).map_err(|err| DbError::Corrupt {
+                what: "operation steps",
+                message: err.to_string(),
+            })?,
+            id: row.id,
+            instance_id: row.instance_id,
+            kind: row.kind,
+            progress: row.progress,
+            error: row.error,
+            started_by: row.started_by,
+            job_id: row.job_id,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            finished_at: row.finished_at,
+        })
+    }
+}
+
+pub struct NewOperation<'a> {
+    pub id: Uuid,
+    pub instance_id: Uuid,
+    pub kind: &'a str,
+    pub steps: &'a [&'a str],
+    pub started_by: Option<Uuid>,
+    pub job_id: Option<Uuid>,
+}
+
+pub async fn create_operation(
+    conn: &mut AsyncPgConnection,
+    new: NewOperation<'_>,
+) -> Result<Operation, DbError> {
+    let steps: Vec<StepProgress> = new
+        .steps
+        .iter()
+        .map(|s| StepProgress {
+            name: (*s).to_owned(),
+            done: false,
+        })
+        .collect();
+    diesel::insert_into(operations::table)
+        .values((
+            operations::id.eq(new.id),
+            operations::instance_id.eq(new.instance_id),
+            operations::kind.eq(new.kind),
+            operations::steps.eq(serde_json::to_value(&steps).expect("steps serialise")),
+            operations::started_by.eq(new.started_by),
+            operations::job_id.eq(new.job_id),
+        ))
+        .returning(OperationRow::as_returning())
+        .get_result(conn)
+        .await?
+        .try_into()
+}
+
+/// One operation, if the principal may see the instance it belongs to.
+pub async fn find_operation(
+    conn: &mut AsyncPgConnection,
+    principal: &Principal,
+    id: Uuid,
+) -> Result<Option<Operation>, DbError> {
+    let mut query = operations::table
+        .inner_join(instances::table)
+        .filter(operations::id.eq(id))
+        .into_boxed();
+    if let Some(owner) = principal.owner_filter() {
+        query = query.filter(instances::owner_id.eq(owner));
+    }
+    let row = query
+        .select(OperationRow::as_select())
+        .first(conn)
+        .await
+        .optional()?;
+    row.map(Operation::try_from).transpose()
+}
+
+pub async fn load_operation(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> Result<Option<Operation>, DbError> {
+    let row = operations::table
+        .find(id)
+        .select(OperationRow::as_select())
+        .first(conn)
+        .await
+        .optional()?;
+    row.map(Operation::try_from).transpose()
+}
+
+/// Marks `step` done and the operation running, with progress as the share of steps done.
+pub async fn complete_step(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    step: &str,
+) -> Result<Operation, DbError> {
+    let current = load_operation(conn, id)
+        .await?
+        .ok_or(DbError::Query(diesel::result::Error::NotFound))?;
+    let mut steps = current.steps;
+    for s in steps.iter_mut().filter(|s| s.name == step) {
+        s.done = true;
+    }
+    let done = steps.iter().filter(|s| s.done).count();
+    let progress = if steps.is_empty() {
+        0
+    } else {
+        (done * 100 / steps.len()) as i32
+    };
+    diesel::update(operations::table.find(id))
+        .set((
+            operations::steps.eq(serde_json::to_value(&steps).expect("steps serialise")),
+            operations::progress.eq(progress),
+            operations::state.eq(OperationState::Running.as_str()),
+        ))
+        .returning(OperationRow::as_returning())
+        .get_result(conn)
+        .await?
+        .try_into()
+}
+
+/// Ends an operation: succeeded with full progress, or failed with the reason.
+pub async fn finish_operation(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    error: Option<&str>,
+) -> Result<(), DbError> {
+    let state = if error.is_some() {
+        OperationState::Failed
+    } else {
+        OperationState::Succeeded
+    };
+    let update =
+        diesel::update(operations::table.find(id)).filter(operations::finished_at.is_null());
+    match error {
+        None => {
+            update
+                .set((
+                    operations::state.eq(state.as_str()),
+                    operations::progress.eq(100),
+                    operations::finished_at.eq(Utc::now()),
+                ))
+                .execute(conn)
+                .await?
+        }
+        Some(reason) => {
+            update
+                .set((
+                    operations::state.eq(state.as_str()),
+                    operations::error.eq(reason),
+                    operations::finished_at.eq(Utc::now()),
+                ))
+                .execute(conn)
+                .await?
+        }
+    };
+    Ok(())
+}

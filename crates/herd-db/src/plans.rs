@@ -1,0 +1,103 @@
+//! The plans on offer.
+
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use herd_core::plan::Plan;
+
+use crate::DbError;
+use crate::schema::plans;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OfferedPlan {
+    pub plan: Plan,
+    pub stripe_price_id: Option<String>,
+}
+
+fn decode(sizing: serde_json::Value) -> Result<Plan, DbError> {
+    serde_json::from_value(sizing).map_err(|err| DbError::Corrupt {
+        what: "plan sizing",
+        message: err.to_string(),
+    })
+}
+
+/// Stores a plan, replacing its sizing if it exists. Only validated plans
+/// reach the database, so every instance is built from a layout Mastodon supports.
+pub async fn upsert_plan(
+    conn: &mut AsyncPgConnection,
+    plan: &Plan,
+    stripe_price_id: Option<&str>,
+) -> Result<(), DbError> {
+    plan.validate().map_err(|err| DbError::Corrupt {
+        what: "plan",
+        message: err.to_string(),
+    })?;
+    let sizing = serde_json::to_value(plan).expect("a plan always serialises");
+    diesel::insert_into(plans::table)
+        .values((
+            plans::name.eq(&plan.name),
+            plans::sizing.eq(&sizing),
+            plans::stripe_price_id.eq(stripe_price_id),
+        ))
+        .on_conflict(plans::name)
+        .do_update()
+        .set((
+            plans::sizing.eq(&sizing),
+            plans::stripe_price_id.eq(stripe_price_id),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Inserts the given plans where no plan exists yet: a first start gets plans
+/// to offer, an operator's later changes are never overwritten.
+pub async fn seed_plans(
+    conn: &mut AsyncPgConnection,
+    plans_to_seed: &[Plan],
+) -> Result<usize, DbError> {
+    let existing: i64 = plans::table.count().get_result(conn).await?;
+    if existing > 0 {
+        return Ok(0);
+    }
+    for plan in plans_to_seed {
+        upsert_plan(conn, plan, None).await?;
+    }
+    Ok(plans_to_seed.len())
+}
+
+pub async fn offered_plans(conn: &mut AsyncPgConnection) -> Result<Vec<OfferedPlan>, DbError> {
+    let rows: Vec<(serde_json::Value, Option<String>)> = plans::table
+        .filter(plans::offered.eq(true))
+        .order(plans::name)
+        .select((plans::sizing, plans::stripe_price_id))
+        .load(conn)
+        .await?;
+    rows.into_iter()
+        .map(|(sizing, stripe_price_id)| {
+            Ok(OfferedPlan {
+                plan: decode(sizing)?,
+                stripe_price_id,
+            })
+        })
+        .collect()
+}
+
+pub async fn find_offered_plan(
+    conn: &mut AsyncPgConnection,
+    name: &str,
+) -> Result<Option<OfferedPlan>, DbError> {
+    let row: Option<(serde_json::Value, Option<String>)> = plans::table
+        .filter(plans::name.eq(name))
+        .filter(plans::offered.eq(true))
+        .select((plans::sizing, plans::stripe_price_id))
+        .first(conn)
+        .await
+        .optional()?;
+    row.map(|(sizing, stripe_price_id)| {
+        Ok(OfferedPlan {
+            plan: decode(sizing)?,
+            stripe_price_id,
+        })
+    })
+    .transpose()
+}
