@@ -47,6 +47,11 @@ use crate::crd::MastodonInstance;
 /// processes may reach Redis and the internet, Redis neither.
 pub const LABEL_APP: &str = "app.kubernetes.io/name";
 
+/// The Job that prepares a fresh instance, the one child to create once and
+/// then leave alone: its pod template is immutable, so applying it again after
+/// a version or plan change is refused, and it has done its work by then.
+pub const SETUP_JOB: &str = "setup";
+
 /// Every object the instance needs, in the order they are best applied:
 /// the namespace and its guards before anything runs in it.
 pub fn desired_children(

@@ -32,9 +32,8 @@ pub(super) const PRIVATE_IPV4: [&str; 6] = [
     "169.254.0.0/16",
     "127.0.0.0/8",
 ];
-/// Unique-local, link-local and loopback IPv6, and the IPv4-mapped range,
-/// through which an IPv4 private address could otherwise be reached over IPv6.
-pub(super) const PRIVATE_IPV6: [&str; 4] = ["fc00::/7", "fe80::/10", "::1/128", "::ffff:0:0/96"];
+/// Unique-local, link-local and loopback IPv6.
+pub(super) const PRIVATE_IPV6: [&str; 3] = ["fc00::/7", "fe80::/10", "::1/128"];
 const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 const DNS_NAMESPACE: &str = "kube-system";
 const DNS_PORT: u16 = 53;

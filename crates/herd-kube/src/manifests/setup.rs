@@ -3,10 +3,10 @@
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::Container;
 
-use super::Tenant;
 use super::pod::{App, PodParts, env, mastodon_container, template};
+use super::{SETUP_JOB, Tenant};
 
-const COMPONENT: &str = "setup";
+const COMPONENT: &str = SETUP_JOB;
 /// The owner's username; fixed, so nothing the customer typed reaches it.
 const OWNER_USERNAME: &str = "owner";
 
