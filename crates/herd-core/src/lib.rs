@@ -8,5 +8,6 @@ pub mod domain;
 pub mod lifecycle;
 pub mod plan;
 pub mod readiness;
+pub mod secrets;
 pub mod spec;
 pub mod version;
