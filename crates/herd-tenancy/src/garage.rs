@@ -112,6 +112,78 @@ impl GarageAdmin {
         Ok(())
     }
 
+    /// The bucket under `alias`, created if missing. Safe to repeat and to race.
+    pub async fn ensure_bucket(&self, alias: &str) -> Result<String, TenancyError> {
+        if let Some(id) = self.find_bucket(alias).await? {
+            return Ok(id);
+        }
+        match self.create_bucket(alias).await {
+            Ok(id) => Ok(id),
+            Err(TenancyError::Rejected { status: 409, .. }) => self
+                .find_bucket(alias)
+                .await?
+                .ok_or_else(|| vanished("bucket", alias)),
+            Err(err) => Err(err),
+        }
+    }
+
+    pub async fn find_bucket(&self, alias: &str) -> Result<Option<String>, TenancyError> {
+        let found: Option<BucketInfo> = self
+            .call_optional(Method::GET, "GetBucketInfo", &[("globalAlias", alias)])
+            .await?;
+        Ok(found.map(|bucket| bucket.id))
+    }
+
+    /// Caps what the bucket may hold; the plan's media storage.
+    pub async fn set_bucket_quota(
+        &self,
+        bucket_id: &str,
+        max_bytes: u64,
+    ) -> Result<(), TenancyError> {
+        let body = json!({ "quotas": { "maxSize": max_bytes, "maxObjects": null } });
+        self.call::<serde_json::Value>(
+            Method::POST,
+            "UpdateBucket",
+            &[("id", bucket_id)],
+            Some(body),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Makes `key` exist with exactly this id and secret. Herd generates the
+    /// credentials and stores them before calling, so a repeated or resumed
+    /// provisioning converges on the same key.
+    pub async fn ensure_key(&self, key: &AccessKey, name: &str) -> Result<(), TenancyError> {
+        if self.key_exists(&key.access_key_id).await? {
+            return Ok(());
+        }
+        let body = json!({
+            "accessKeyId": key.access_key_id,
+            "secretAccessKey": key.secret_access_key,
+            "name": name,
+        });
+        match self
+            .call::<serde_json::Value>(Method::POST, "ImportKey", &[], Some(body))
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Lost a race with another import of the same key: fine if it exists now.
+            Err(err) if self.key_exists(&key.access_key_id).await? => {
+                tracing::debug!(error = %err, "key imported concurrently");
+                Ok(())
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn key_exists(&self, access_key_id: &str) -> Result<bool, TenancyError> {
+        let found: Option<serde_json::Value> = self
+            .call_optional(Method::GET, "GetKeyInfo", &[("id", access_key_id)])
+            .await?;
+        Ok(found.is_some())
+    }
+
     /// Deletes an empty bucket.
     pub async fn delete_bucket(&self, bucket_id: &str) -> Result<(), TenancyError> {
         self.call_without_body(Method::POST, "DeleteBucket", &[("id", bucket_id)])
@@ -144,7 +216,24 @@ impl GarageAdmin {
         operation: &str,
         query: &[(&str, &str)],
     ) -> Result<(), TenancyError> {
-        self.send(method, operation, query, None).await.map(drop)
+        match self.send(method, operation, query, None).await {
+            Ok(_) | Err(TenancyError::Rejected { status: 404, .. }) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Like `call`, with a 404 meaning "no such object".
+    async fn call_optional<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        operation: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Option<T>, TenancyError> {
+        match self.call(method, operation, query, None).await {
+            Ok(found) => Ok(Some(found)),
+            Err(TenancyError::Rejected { status: 404, .. }) => Ok(None),
+            Err(err) => Err(err),
+        }
     }
 
     async fn send(
@@ -182,5 +271,11 @@ impl GarageAdmin {
             });
         }
         Ok(text)
+    }
+}
+
+fn vanished(kind: &str, name: &str) -> TenancyError {
+    TenancyError::Conflict {
+        message: format!("the {kind} {name} was created and deleted concurrently"),
     }
 }

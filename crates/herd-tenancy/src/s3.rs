@@ -82,6 +82,15 @@ impl ObjectStore {
             .map(drop)
     }
 
+    /// Deletes every object, so the bucket itself can be deleted. Returns how many went.
+    pub async fn empty(&self) -> Result<usize, TenancyError> {
+        let keys = self.list("").await?;
+        for key in &keys {
+            self.delete(key).await?;
+        }
+        Ok(keys.len())
+    }
+
     /// Every key under `prefix`, following continuation tokens to the end.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, TenancyError> {
         let mut keys = Vec::new();
