@@ -97,6 +97,8 @@ CREATE TABLE instances (
     owner_id uuid NOT NULL REFERENCES accounts (id),
     domain text NOT NULL,
     web_domain text NOT NULL,
+    -- The e-mail of the Mastodon owner account the setup creates.
+    owner_email text NOT NULL,
     plan_name text NOT NULL REFERENCES plans (name),
     version text NOT NULL,
     cluster_id uuid REFERENCES clusters (id),

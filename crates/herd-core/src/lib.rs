@@ -10,4 +10,5 @@ pub mod plan;
 pub mod readiness;
 pub mod secrets;
 pub mod spec;
+pub mod tenant;
 pub mod version;

@@ -134,6 +134,7 @@ diesel::table! {
         owner_id -> Uuid,
         domain -> Text,
         web_domain -> Text,
+        owner_email -> Text,
         plan_name -> Text,
         version -> Text,
         cluster_id -> Nullable<Uuid>,
