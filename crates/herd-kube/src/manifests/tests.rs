@@ -347,6 +347,13 @@ fn network_policies_deny_by_default_and_keep_private_ranges_out() {
         .iter()
         .find(|b| b.cidr == "::/0")
         .expect("IPv6 internet");
+    assert!(
+        v6.except
+            .iter()
+            .flatten()
+            .all(|c| !c.starts_with("::ffff:")),
+        "the API refuses IPv4-mapped ranges in an ipBlock"
+    );
     for private in ["fc00::/7", "fe80::/10", "::1/128"] {
         assert!(
             v6.except.as_ref().unwrap().contains(&private.to_owned()),
