@@ -101,3 +101,24 @@ pub async fn find_offered_plan(
     })
     .transpose()
 }
+
+/// A plan by name whether offered or not: instances keep the plan they were
+/// ordered with after it is withdrawn from sale.
+pub async fn find_plan(
+    conn: &mut AsyncPgConnection,
+    name: &str,
+) -> Result<Option<OfferedPlan>, DbError> {
+    let row: Option<(serde_json::Value, Option<String>)> = plans::table
+        .filter(plans::name.eq(name))
+        .select((plans::sizing, plans::stripe_price_id))
+        .first(conn)
+        .await
+        .optional()?;
+    row.map(|(sizing, stripe_price_id)| {
+        Ok(OfferedPlan {
+            plan: decode(sizing)?,
+            stripe_price_id,
+        })
+    })
+    .transpose()
+}

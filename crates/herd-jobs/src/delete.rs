@@ -1,0 +1,95 @@
+//! Deletion: workloads, then data services, then the record.
+
+use std::time::Instant;
+
+use diesel_async::AsyncConnection;
+use herd_core::lifecycle::{InstanceState, LifecycleEvent};
+use herd_db::audit::{Actor, AuditEntry};
+use herd_db::instances::Instance;
+use herd_db::jobs::JobId;
+use herd_kube::crd::MastodonInstance;
+use kube::Api;
+use kube::api::DeleteParams;
+use serde_json::json;
+
+use crate::resource::resource_name;
+use crate::steps::StepRunner;
+use crate::{InstanceJob, JobError, Services, tenant_data};
+
+pub const KIND: &str = "delete_instance";
+
+pub async fn run(services: &Services, job: JobId, payload: &InstanceJob) -> Result<(), JobError> {
+    let mut steps = StepRunner::resume(services, KIND, job, payload.operation_id).await?;
+    let id = payload.instance_id;
+    let instance = {
+        let mut conn = services.conn().await?;
+        herd_db::instances::load_instance(&mut conn, id)
+            .await?
+            .ok_or(JobError::MissingInstance(id))?
+    };
+
+    steps
+        .step("workloads", || remove_workloads(services, &instance))
+        .await?;
+    steps
+        .step("tenant_data", || {
+            tenant_data::remove_all(services, &instance)
+        })
+        .await?;
+    steps.step("finish", || finish(services, &instance)).await?;
+
+    let mut conn = services.conn().await?;
+    herd_db::operations::finish_operation(&mut conn, payload.operation_id, None).await?;
+    Ok(())
+}
+
+/// Deletes the instance's resource and waits until it is gone: its finalizer
+/// removes the tenant's data services, then its namespace goes with everything in it.
+async fn remove_workloads(services: &Services, instance: &Instance) -> Result<(), JobError> {
+    let Some(cluster) = instance.cluster_id else {
+        return Ok(());
+    };
+    let api: Api<MastodonInstance> = Api::all(services.cluster_client(cluster).await?);
+    let name = resource_name(instance.id);
+    match api.delete(&name, &DeleteParams::background()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(response)) if response.code == 404 => return Ok(()),
+        Err(err) => return Err(err.into()),
+    }
+    let started = Instant::now();
+    while api.get_opt(&name).await?.is_some() {
+        if started.elapsed() > services.ready_timeout {
+            return Err(JobError::NotYet(format!(
+                "{name} is still being cleaned up"
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    Ok(())
+}
+
+async fn finish(services: &Services, instance: &Instance) -> Result<(), JobError> {
+    let id = instance.id;
+    let mut conn = services.conn().await?;
+    conn.transaction::<_, JobError, _>(async move |conn| {
+        let current = herd_db::instances::load_instance(conn, id)
+            .await?
+            .ok_or(JobError::MissingInstance(id))?;
+        if current.state != InstanceState::Deleted {
+            herd_db::instances::transition(conn, id, &LifecycleEvent::CleanupFinished).await?;
+        }
+        herd_db::audit::record(
+            conn,
+            AuditEntry {
+                actor: Actor::System("deleter"),
+                action: "instance.deleted",
+                object_kind: "instance",
+                object_id: id.to_string(),
+                details: json!({}),
+            },
+        )
+        .await?;
+        Ok(())
+    })
+    .await
+}

@@ -1,0 +1,32 @@
+use thiserror::Error;
+use uuid::Uuid;
+
+#[derive(Debug, Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Db(#[from] herd_db::DbError),
+    #[error("database query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error(transparent)]
+    Tenancy(#[from] herd_tenancy::TenancyError),
+    #[error(transparent)]
+    Kube(#[from] herd_kube::KubeError),
+    #[error("Kubernetes API request failed: {0}")]
+    KubeApi(#[from] kube::Error),
+    #[error("no database connection: {0}")]
+    Pool(String),
+    #[error("the job's payload is unreadable: {0}")]
+    Payload(String),
+    #[error("instance {0} does not exist")]
+    MissingInstance(Uuid),
+    #[error("the plan {0} of the instance is no longer stored")]
+    MissingPlan(String),
+    #[error(
+        "the fleet has no cluster, database server or object store with room for another instance"
+    )]
+    NoCapacity,
+    #[error("{0}")]
+    NotYet(String),
+    #[error("the system's random number generator failed")]
+    Random,
+}

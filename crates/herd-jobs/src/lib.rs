@@ -1,0 +1,32 @@
+//! Herd's long operations as resumable steps on the durable job queue.
+//!
+//! An API request records an operation and enqueues a job in one transaction;
+//! workers here claim the job, run its steps with a checkpoint after each, and
+//! a crash at any point resumes at the first step not recorded.
+
+mod delete;
+mod error;
+pub mod faults;
+mod provision;
+mod resource;
+mod services;
+mod steps;
+mod tenant_data;
+mod worker;
+
+pub use error::JobError;
+pub use services::{Services, client_from_kubeconfig};
+pub use worker::run as run_worker;
+
+/// Job kinds, as the API enqueues them.
+pub mod kinds {
+    pub use crate::delete::KIND as DELETE_INSTANCE;
+    pub use crate::provision::KIND as PROVISION_INSTANCE;
+}
+
+/// The payload of every instance job.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct InstanceJob {
+    pub instance_id: uuid::Uuid,
+    pub operation_id: uuid::Uuid,
+}

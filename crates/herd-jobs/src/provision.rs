@@ -1,0 +1,186 @@
+//! Provisioning: from an order to a Running instance.
+//!
+//! place -> secrets -> tenant_database -> tenant_bucket -> apply -> ready.
+//! Secrets come before the data services because they hold the passwords the
+//! services are created with: a crash can never leave a role or key whose
+//! credentials Herd does not know.
+
+use std::time::Instant;
+
+use diesel_async::AsyncConnection;
+use herd_core::lifecycle::{InstanceState, LifecycleEvent};
+use herd_db::audit::{Actor, AuditEntry};
+use herd_db::instances::Instance;
+use herd_db::jobs::JobId;
+use herd_kube::crd::{FIELD_MANAGER, MastodonInstance};
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::resource::{instance_resource, resource_name};
+use crate::steps::StepRunner;
+use crate::{InstanceJob, JobError, Services, tenant_data};
+
+pub const KIND: &str = "provision_instance";
+
+pub async fn run(services: &Services, job: JobId, payload: &InstanceJob) -> Result<(), JobError> {
+    let mut steps = StepRunner::resume(services, KIND, job, payload.operation_id).await?;
+    let id = payload.instance_id;
+
+    steps.step("place", || place(services, id)).await?;
+    let instance = load(services, id).await?;
+    let plan = {
+        let mut conn = services.conn().await?;
+        herd_db::plans::find_plan(&mut conn, &instance.plan_name)
+            .await?
+            .ok_or_else(|| JobError::MissingPlan(instance.plan_name.clone()))?
+            .plan
+    };
+
+    steps.step("secrets", || keep_secrets(services, id)).await?;
+    let secrets = {
+        let mut conn = services.conn().await?;
+        herd_db::instances::load_secrets(&mut conn, &services.sealer, id)
+            .await?
+            .ok_or_else(|| JobError::Payload(format!("instance {id} has no stored secrets")))?
+    };
+
+    steps
+        .step("tenant_database", || {
+            tenant_data::ensure_database(
+                services,
+                &instance,
+                &secrets,
+                plan.database_connection_limit,
+            )
+        })
+        .await?;
+    steps
+        .step("tenant_bucket", || {
+            tenant_data::ensure_bucket(services, &instance, &secrets, plan.media_storage_gib)
+        })
+        .await?;
+    steps
+        .step("apply", || apply(services, &instance, &plan))
+        .await?;
+    steps
+        .step("ready", || wait_until_running(services, id))
+        .await?;
+
+    let mut conn = services.conn().await?;
+    herd_db::operations::finish_operation(&mut conn, payload.operation_id, None).await?;
+    Ok(())
+}
+
+async fn load(services: &Services, id: Uuid) -> Result<Instance, JobError> {
+    let mut conn = services.conn().await?;
+    herd_db::instances::load_instance(&mut conn, id)
+        .await?
+        .ok_or(JobError::MissingInstance(id))
+}
+
+/// Chooses the cluster, database server and object store, once, and starts provisioning.
+async fn place(services: &Services, id: Uuid) -> Result<(), JobError> {
+    let mut conn = services.conn().await?;
+    conn.transaction::<_, JobError, _>(async move |conn| {
+        let instance = herd_db::instances::load_instance(conn, id)
+            .await?
+            .ok_or(JobError::MissingInstance(id))?;
+        if instance.cluster_id.is_none() {
+            let placement = herd_db::fleet::least_loaded_placement(conn)
+                .await?
+                .ok_or(JobError::NoCapacity)?;
+            herd_db::instances::place_instance(conn, id, &placement).await?;
+            herd_db::audit::record(
+                conn,
+                AuditEntry {
+                    actor: Actor::System("provisioner"),
+                    action: "instance.place",
+                    object_kind: "instance",
+                    object_id: id.to_string(),
+                    details: json!({
+                        "cluster": placement.cluster_id,
+                        "database_server": placement.database_server_id,
+                        "object_store": placement.object_store_id,
+                    }),
+                },
+            )
+            .await?;
+        }
+        if instance.state == InstanceState::Pending {
+            herd_db::instances::transition(conn, id, &LifecycleEvent::ProvisioningStarted).await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+async fn keep_secrets(services: &Services, id: Uuid) -> Result<(), JobError> {
+    let mut failed = false;
+    let generated = herd_core::secrets::generate(&mut |buffer: &mut [u8]| {
+        failed |= getrandom::fill(buffer).is_err();
+    });
+    if failed {
+        return Err(JobError::Random);
+    }
+    let mut conn = services.conn().await?;
+    herd_db::instances::keep_secrets(&mut conn, &services.sealer, id, &generated).await?;
+    Ok(())
+}
+
+/// Writes the instance's resource to its cluster; the reconciler does the rest.
+async fn apply(
+    services: &Services,
+    instance: &Instance,
+    plan: &herd_core::plan::Plan,
+) -> Result<(), JobError> {
+    let (Some(cluster), Some(database_server), Some(store)) = (
+        instance.cluster_id,
+        instance.database_server_id,
+        instance.object_store_id,
+    ) else {
+        return Err(JobError::NotYet(format!(
+            "instance {} is not placed yet",
+            instance.id
+        )));
+    };
+    let (database, store) = {
+        let mut conn = services.conn().await?;
+        (
+            herd_db::fleet::database_server_access(&mut conn, &services.sealer, database_server)
+                .await?,
+            herd_db::fleet::object_store_access(&mut conn, &services.sealer, store).await?,
+        )
+    };
+    let resource = instance_resource(instance, plan, &database, &store);
+    let api: Api<MastodonInstance> = Api::all(services.cluster_client(cluster).await?);
+    api.patch(
+        &resource_name(instance.id),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&resource),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Waits for the reconciler to report the instance Ready (it mirrors that
+/// into the database). Gives up after a while so the job is retried later
+/// rather than holding a worker forever.
+async fn wait_until_running(services: &Services, id: Uuid) -> Result<(), JobError> {
+    let started = Instant::now();
+    loop {
+        let instance = load(services, id).await?;
+        match instance.state {
+            InstanceState::Running => return Ok(()),
+            InstanceState::Provisioning if started.elapsed() < services.ready_timeout => {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            state => {
+                return Err(JobError::NotYet(format!(
+                    "instance {id} is {state}, not yet running"
+                )));
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The `MastodonInstance` resource an instance is reconciled from.
+
+use herd_core::lifecycle::InstanceState;
+use herd_core::plan::Plan;
+use herd_core::spec::{DatabaseEndpoint, InstanceSpec, ObjectStoreEndpoint};
+use herd_core::tenant::TenantNames;
+use herd_db::fleet::{DatabaseServerAccess, ObjectStoreAccess};
+use herd_db::instances::Instance;
+use herd_kube::crd::{MastodonInstance, MastodonInstanceSpec};
+use uuid::Uuid;
+
+/// The resource's name: the same in every cluster, derived from the id alone.
+pub fn resource_name(instance_id: Uuid) -> String {
+    herd_kube::children::namespace_name(&instance_id.to_string())
+}
+
+pub fn instance_resource(
+    instance: &Instance,
+    plan: &Plan,
+    database: &DatabaseServerAccess,
+    store: &ObjectStoreAccess,
+) -> MastodonInstance {
+    let names = TenantNames::for_instance(&instance.id.to_string());
+    let spec = InstanceSpec {
+        instance_id: instance.id.to_string(),
+        local_domain: instance.domain.clone(),
+        web_domain: instance.web_domain.clone(),
+        version: instance.version.clone(),
+        owner_email: instance.owner_email.clone(),
+        plan: plan.clone(),
+        suspended: instance.state == InstanceState::Suspended,
+        database: DatabaseEndpoint {
+            host: database.tenant_host.clone(),
+            port: database.tenant_port,
+            name: names.database,
+            user: names.role,
+        },
+        object_store: ObjectStoreEndpoint {
+            endpoint: store.s3_endpoint.clone(),
+            region: store.s3_region.clone(),
+            bucket: names.bucket,
+        },
+    };
+    MastodonInstance::new(
+        &resource_name(instance.id),
+        MastodonInstanceSpec { instance: spec },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use herd_core::plan::starter_plans;
+
+    use super::*;
+
+    fn instance(state: InstanceState) -> Instance {
+        Instance {
+            id: Uuid::parse_str("0193a2b4-5c6d-7e8f-9a0b-1c2d3e4f5a6b").unwrap(),
+            owner_id: Uuid::nil(),
+            domain: "example.social".into(),
+            web_domain: "social.example.org".into(),
+            owner_email: "owner@example.org".into(),
+            plan_name: "small".into(),
+            version: "4.5.2".into(),
+            cluster_id: Some(Uuid::nil()),
+            database_server_id: Some(Uuid::nil()),
+            object_store_id: Some(Uuid::nil()),
+            state,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    fn build(state: InstanceState) -> MastodonInstance {
+        let database = DatabaseServerAccess {
+            tenant_host: "db.internal".into(),
+            tenant_port: 5432,
+            admin_url: String::new(),
+        };
+        let store = ObjectStoreAccess {
+            s3_endpoint: "https://s3.internal".into(),
+            s3_region: "garage".into(),
+            admin_endpoint: String::new(),
+            admin_token: String::new(),
+        };
+        instance_resource(&instance(state), &starter_plans()[0], &database, &store)
+    }
+
+    #[test]
+    fn names_and_endpoints_derive_from_the_id_and_placement() {
+        let resource = build(InstanceState::Provisioning);
+        assert_eq!(
+            resource.metadata.name.as_deref(),
+            Some("mi-0193a2b4-5c6d-7e8f-9a0b-1c2d3e4f5a6b")
+        );
+        let spec = &resource.spec.instance;
+        assert_eq!(spec.local_domain, "example.social");
+        assert_eq!(spec.web_domain, "social.example.org");
+        assert_eq!(
+            spec.database.name,
+            "mastodon_0193a2b45c6d7e8f9a0b1c2d3e4f5a6b"
+        );
+        assert_eq!(spec.database.host, "db.internal");
+        assert_eq!(
+            spec.object_store.bucket,
+            "mastodon-0193a2b45c6d7e8f9a0b1c2d3e4f5a6b"
+        );
+        assert!(!spec.suspended);
+    }
+
+    #[test]
+    fn a_suspended_instance_is_reconciled_to_zero() {
+        assert!(build(InstanceState::Suspended).spec.instance.suspended);
+    }
+
+    #[test]
+    fn the_spec_holds_no_credentials() {
+        let json = serde_json::to_string(&build(InstanceState::Running)).unwrap();
+        for credential in [
+            "DB_PASS",
+            "SECRET_KEY_BASE",
+            "AWS_SECRET_ACCESS_KEY",
+            "admin",
+        ] {
+            assert!(!json.contains(credential), "{credential} in {json}");
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Workers: claim jobs from the queue, run them, keep their lease alive, and
+//! record the outcome. Any number of workers in any number of processes may run.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herd_core::lifecycle::{InstanceState, LifecycleEvent};
+use herd_db::Backoff;
+use herd_db::jobs::{ClaimedJob, JobState};
+use tokio_util::sync::CancellationToken;
+
+use crate::{InstanceJob, JobError, Services, delete, provision};
+
+const KINDS: [&str; 2] = [provision::KIND, delete::KIND];
+/// A crashed worker's job is taken over after this long.
+const LEASE: Duration = Duration::from_secs(30);
+const HEARTBEAT: Duration = Duration::from_secs(10);
+const IDLE_POLL: Duration = Duration::from_millis(500);
+const RETRY: Backoff = Backoff {
+    base: Duration::from_secs(2),
+    cap: Duration::from_secs(300),
+};
+
+/// Runs one worker until `shutdown` is cancelled; a job in progress is left
+/// to its lease, so another worker resumes it.
+pub async fn run(services: Arc<Services>, worker_id: String, shutdown: CancellationToken) {
+    tracing::info!(worker = %worker_id, "job worker started");
+    while !shutdown.is_cancelled() {
+        let claimed = match services.conn().await {
+            Ok(mut conn) => herd_db::jobs::claim(&mut conn, &worker_id, &KINDS, LEASE)
+                .await
+                .map_err(JobError::from),
+            Err(err) => Err(err),
+        };
+        match claimed {
+            Ok(Some(job)) => {
+                tokio::select! {
+                    () = execute(&services, &worker_id, job) => {}
+                    () = shutdown.cancelled() => break,
+                }
+            }
+            Ok(None) => idle(&shutdown).await,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot claim jobs");
+                idle(&shutdown).await;
+            }
+        }
+    }
+    tracing::info!(worker = %worker_id, "job worker stopped");
+}
+
+async fn idle(shutdown: &CancellationToken) {
+    tokio::select! {
+        () = tokio::time::sleep(IDLE_POLL) => {}
+        () = shutdown.cancelled() => {}
+    }
+}
+
+async fn execute(services: &Arc<Services>, worker_id: &str, job: ClaimedJob) {
+    let span = tracing::info_span!("job", id = %job.id.0, kind = %job.kind, attempt = job.attempts);
+    let _entered = span.enter();
+    let lost = CancellationToken::new();
+    let heartbeat = tokio::spawn(keep_lease(
+        services.clone(),
+        worker_id.to_owned(),
+        job.id,
+        lost.clone(),
+    ));
+    let outcome = tokio::select! {
+        outcome = dispatch(services, &job) => outcome,
+        () = lost.cancelled() => {
+            tracing::warn!("lease lost; another worker owns the job now");
+            heartbeat.abort();
+            return;
+        }
+    };
+    heartbeat.abort();
+    if let Err(err) = record_outcome(services, worker_id, &job, outcome).await {
+        tracing::error!(error = %err, "cannot record the job's outcome; its lease will expire and it will run again");
+    }
+}
+
+async fn keep_lease(
+    services: Arc<Services>,
+    worker_id: String,
+    job: herd_db::jobs::JobId,
+    lost: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(HEARTBEAT);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let held = match services.conn().await {
+            Ok(mut conn) => herd_db::jobs::heartbeat(&mut conn, job, &worker_id, LEASE).await,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot renew the lease");
+                continue;
+            }
+        };
+        if let Ok(false) = held {
+            lost.cancel();
+            return;
+        }
+    }
+}
+
+async fn dispatch(services: &Services, job: &ClaimedJob) -> Result<(), JobError> {
+    let payload: InstanceJob = serde_json::from_value(job.payload.clone())
+        .map_err(|err| JobError::Payload(err.to_string()))?;
+    match job.kind.as_str() {
+        provision::KIND => provision::run(services, job.id, &payload).await,
+        delete::KIND => delete::run(services, job.id, &payload).await,
+        other => Err(JobError::Payload(format!(
+            "no worker runs jobs of kind {other}"
+        ))),
+    }
+}
+
+async fn record_outcome(
+    services: &Services,
+    worker_id: &str,
+    job: &ClaimedJob,
+    outcome: Result<(), JobError>,
+) -> Result<(), JobError> {
+    let mut conn = services.conn().await?;
+    let error = match outcome {
+        Ok(()) => {
+            herd_db::jobs::complete(&mut conn, job.id, worker_id).await?;
+            tracing::info!("job succeeded");
+            return Ok(());
+        }
+        Err(error) => error,
+    };
+    let seed = job.id.jitter_seed();
+    let message = error.to_string();
+    let state = herd_db::jobs::fail(&mut conn, job.id, worker_id, &message, |attempt| {
+        RETRY.delay(attempt, seed)
+    })
+    .await?;
+    if state != JobState::Failed {
+        tracing::warn!(error = %message, "job step failed; it will be retried");
+        return Ok(());
+    }
+    tracing::error!(error = %message, "job failed for good");
+    let payload: InstanceJob = serde_json::from_value(job.payload.clone())
+        .map_err(|err| JobError::Payload(err.to_string()))?;
+    herd_db::operations::finish_operation(&mut conn, payload.operation_id, Some(&message)).await?;
+    if job.kind == provision::KIND {
+        let instance = herd_db::instances::load_instance(&mut conn, payload.instance_id).await?;
+        if instance.is_some_and(|i| {
+            matches!(
+                i.state,
+                InstanceState::Pending | InstanceState::Provisioning
+            )
+        }) {
+            herd_db::instances::transition(
+                &mut conn,
+                payload.instance_id,
+                &LifecycleEvent::Failed { reason: message },
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
