@@ -4,6 +4,7 @@
 pub mod children;
 pub mod crd;
 pub mod manifests;
+pub mod reconciler;
 
 use std::path::Path;
 
