@@ -173,6 +173,17 @@ cmd_up() {
   log "stack is up: source $STATE/env"
 }
 
+# The key Herd seals credentials with: 32 random bytes, unpadded base64url,
+# generated once per state dir like the other secrets.
+herd_secret_key() {
+  local file="$STATE/secrets/herd-secret-key"
+  if [[ ! -s "$file" ]]; then
+    mkdir -p "$STATE/secrets"
+    (umask 077 && head -c 32 /dev/urandom | base64 -w0 | tr '+/' '-_' | tr -d '=' >"$file.tmp" && mv -f "$file.tmp" "$file")
+  fi
+  cat "$file"
+}
+
 write_stack_env() {
   local c out="$STATE/env"
   {
@@ -184,6 +195,7 @@ write_stack_env() {
     cat "$STATE"/env.d/*.env
     echo "export HERD_LISTEN_ADDR=127.0.0.1:$HERD_PORT_HERD"
     echo "export HERD_STATE_DIR=$STATE"
+    echo "export HERD_SECRET_KEY=$(herd_secret_key)"
   } >"$out.tmp"
   chmod 600 "$out.tmp"
   mv -f "$out.tmp" "$out"
