@@ -4,6 +4,7 @@
 //! workers here claim the job, run its steps with a checkpoint after each, and
 //! a crash at any point resumes at the first step not recorded.
 
+mod backend;
 mod delete;
 mod error;
 pub mod faults;
@@ -14,6 +15,7 @@ mod steps;
 mod tenant_data;
 mod worker;
 
+pub use backend::HerdBackend;
 pub use error::JobError;
 pub use services::{Services, client_from_kubeconfig};
 pub use worker::run as run_worker;

@@ -1,0 +1,133 @@
+//! What the reconciler asks of Herd: an instance's secrets, the cleanup of its
+//! data services, and a place to report its status.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use diesel_async::AsyncConnection;
+use herd_core::lifecycle::{InstanceState, LifecycleEvent};
+use herd_db::audit::{Actor, AuditEntry};
+use herd_kube::children::InstanceSecrets;
+use herd_kube::crd::{MastodonInstance, MastodonInstanceStatus};
+use herd_kube::reconciler::{BackendError, TenantBackend};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::{JobError, Services, tenant_data};
+
+/// The reconciler's view of Herd's database.
+pub struct HerdBackend {
+    services: Arc<Services>,
+}
+
+impl HerdBackend {
+    pub fn new(services: Arc<Services>) -> Self {
+        HerdBackend { services }
+    }
+}
+
+fn instance_id(instance: &MastodonInstance) -> Result<Uuid, BackendError> {
+    Uuid::parse_str(&instance.spec.instance.instance_id).map_err(BackendError::new)
+}
+
+fn is_ready(status: &MastodonInstanceStatus) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+impl TenantBackend for HerdBackend {
+    fn secrets(
+        &self,
+        instance: &MastodonInstance,
+    ) -> impl Future<Output = Result<InstanceSecrets, BackendError>> + Send {
+        let services = self.services.clone();
+        let id = instance_id(instance);
+        async move {
+            let id = id?;
+            let mut conn = services.conn().await.map_err(BackendError::new)?;
+            let env = herd_db::instances::load_secrets(&mut conn, &services.sealer, id)
+                .await
+                .map_err(BackendError::new)?
+                .ok_or_else(|| BackendError::new(format!("instance {id} has no stored secrets")))?;
+            Ok(InstanceSecrets { env })
+        }
+    }
+
+    fn cleanup(
+        &self,
+        instance: &MastodonInstance,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send {
+        let services = self.services.clone();
+        let id = instance_id(instance);
+        async move {
+            let id = id?;
+            let row = {
+                let mut conn = services.conn().await.map_err(BackendError::new)?;
+                herd_db::instances::load_instance(&mut conn, id)
+                    .await
+                    .map_err(BackendError::new)?
+            };
+            // A resource Herd has no record of has no data services Herd made.
+            let Some(row) = row else { return Ok(()) };
+            tenant_data::remove_all(&services, &row)
+                .await
+                .map_err(BackendError::new)
+        }
+    }
+
+    fn status_changed(
+        &self,
+        instance: &MastodonInstance,
+        status: &MastodonInstanceStatus,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send {
+        let services = self.services.clone();
+        let id = instance_id(instance);
+        let ready = is_ready(status);
+        let phase = status.phase.clone();
+        async move {
+            let id = id?;
+            if !ready {
+                return Ok(());
+            }
+            mark_running(&services, id, phase)
+                .await
+                .map_err(BackendError::new)
+        }
+    }
+}
+
+/// Provisioning or an update finished: the instance is Running, and the trail says so.
+async fn mark_running(
+    services: &Services,
+    id: Uuid,
+    phase: Option<String>,
+) -> Result<(), JobError> {
+    let mut conn = services.conn().await?;
+    conn.transaction::<_, JobError, _>(async move |conn| {
+        let Some(current) = herd_db::instances::load_instance(conn, id).await? else {
+            return Ok(());
+        };
+        if !matches!(
+            current.state,
+            InstanceState::Provisioning | InstanceState::Updating
+        ) {
+            return Ok(());
+        }
+        herd_db::instances::transition(conn, id, &LifecycleEvent::BecameReady).await?;
+        herd_db::audit::record(
+            conn,
+            AuditEntry {
+                actor: Actor::System("reconciler"),
+                action: "instance.ready",
+                object_kind: "instance",
+                object_id: id.to_string(),
+                details: json!({ "from": current.state.name(), "phase": phase }),
+            },
+        )
+        .await?;
+        Ok(())
+    })
+    .await
+}
