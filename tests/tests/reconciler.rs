@@ -1,0 +1,425 @@
+//! The reconciler against the real control plane: kwok's nodes make pods
+//! Ready and Job pods Succeeded, the controller-manager runs Deployments and
+//! deletes namespaces. Each test runs a reconciler of its own that selects
+//! only that test's instances, so the tests run in parallel.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use herd_core::plan::{QueueWeight, Resources, SidekiqGroup, starter_plans};
+use herd_core::spec::{DatabaseEndpoint, InstanceSpec, ObjectStoreEndpoint};
+use herd_e2e::{eventually, unique_name};
+use herd_kube::children::{
+    ClusterProfile, InstanceSecrets, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY, namespace_name,
+};
+use herd_kube::crd::{MastodonInstance, MastodonInstanceSpec, MastodonInstanceStatus};
+use herd_kube::reconciler::{BackendError, Reconciler, TenantBackend, install_crd};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+const READY_WITHIN: Duration = Duration::from_secs(60);
+const RUN_LABEL: &str = "e2e.herd.dev/run";
+const EXTRA_GROUP: &str = "extra";
+
+/// Knows the secrets of the instances it was told about and records what the
+/// reconciler asked of it.
+#[derive(Default)]
+struct TestBackend {
+    secrets: Mutex<BTreeMap<String, InstanceSecrets>>,
+    cleanups: Mutex<Vec<String>>,
+    statuses: Mutex<Vec<(String, MastodonInstanceStatus)>>,
+}
+
+impl TestBackend {
+    fn register(&self, instance_id: &str) {
+        let env = BTreeMap::from([
+            ("SECRET_KEY_BASE".to_owned(), unique_name("secret")),
+            ("DB_PASS".to_owned(), unique_name("password")),
+        ]);
+        self.secrets
+            .lock()
+            .unwrap()
+            .insert(instance_id.to_owned(), InstanceSecrets { env });
+    }
+
+    fn cleanups(&self) -> Vec<String> {
+        self.cleanups.lock().unwrap().clone()
+    }
+
+    fn reported_phases(&self, instance_id: &str) -> Vec<String> {
+        self.statuses
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(id, _)| id == instance_id)
+            .filter_map(|(_, status)| status.phase.clone())
+            .collect()
+    }
+}
+
+fn id_of(instance: &MastodonInstance) -> String {
+    instance.spec.instance.instance_id.clone()
+}
+
+impl TenantBackend for TestBackend {
+    async fn secrets(&self, instance: &MastodonInstance) -> Result<InstanceSecrets, BackendError> {
+        let id = id_of(instance);
+        self.secrets
+            .lock()
+            .unwrap()
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| BackendError::new(format!("no secrets for {id}")))
+    }
+
+    async fn cleanup(&self, instance: &MastodonInstance) -> Result<(), BackendError> {
+        self.cleanups.lock().unwrap().push(id_of(instance));
+        Ok(())
+    }
+
+    async fn status_changed(
+        &self,
+        instance: &MastodonInstance,
+        status: &MastodonInstanceStatus,
+    ) -> Result<(), BackendError> {
+        self.statuses
+            .lock()
+            .unwrap()
+            .push((id_of(instance), status.clone()));
+        Ok(())
+    }
+}
+
+/// A reconciler of this test's own, stopped when the test ends: dropping
+/// `_stop` resolves its shutdown future.
+struct Harness {
+    client: Client,
+    backend: Arc<TestBackend>,
+    run: String,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Harness {
+    async fn start() -> Harness {
+        // The reconciler's own log, shown for failing tests or with --show-output.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("HERD_LOG")
+                    .unwrap_or_else(|_| "herd_kube=info".into()),
+            )
+            .with_test_writer()
+            .try_init();
+        let client = herd_kube::client(None)
+            .await
+            .expect("a client from the stack's KUBECONFIG");
+        install_crd(&client).await.expect("CRD installed");
+        let backend = Arc::new(TestBackend::default());
+        let run = unique_name("run");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let reconciler =
+            Reconciler::new(client.clone(), backend.clone(), ClusterProfile::default())
+                .instance_selector(format!("{RUN_LABEL}={run}"));
+        tokio::spawn(reconciler.run(async move {
+            let _ = stopped.await;
+        }));
+        Harness {
+            client,
+            backend,
+            run,
+            _stop: stop,
+        }
+    }
+
+    fn instances(&self) -> Api<MastodonInstance> {
+        Api::all(self.client.clone())
+    }
+
+    /// Creates an instance on the small starter plan, with a third Sidekiq
+    /// group a plan change can take away.
+    async fn create_instance(&self) -> MastodonInstance {
+        let id = unique_name("rec");
+        self.backend.register(&id);
+        let mut plan = starter_plans().remove(0);
+        plan.sidekiq.push(SidekiqGroup {
+            name: EXTRA_GROUP.into(),
+            queues: vec![QueueWeight {
+                name: "pull".into(),
+                weight: 1,
+            }],
+            threads: 5,
+            min_replicas: 1,
+            max_replicas: 1,
+            resources: Resources {
+                cpu_millis: 250,
+                memory_mib: 512,
+            },
+        });
+        plan.database_connection_limit = plan.database_connections_needed();
+        plan.validate().expect("a valid plan");
+        let mut instance = MastodonInstance::new(
+            &id,
+            MastodonInstanceSpec {
+                instance: InstanceSpec {
+                    instance_id: id.clone(),
+                    local_domain: format!("{id}.example.social"),
+                    web_domain: format!("{id}.example.social"),
+                    version: "4.5.2".into(),
+                    owner_email: "owner@example.org".into(),
+                    plan,
+                    suspended: false,
+                    database: DatabaseEndpoint {
+                        host: "10.0.0.5".into(),
+                        port: 5432,
+                        name: id.clone(),
+                        user: id.clone(),
+                    },
+                    object_store: ObjectStoreEndpoint {
+                        endpoint: "http://10.0.0.6:3900".into(),
+                        region: "garage".into(),
+                        bucket: id.clone(),
+                    },
+                },
+            },
+        );
+        instance
+            .labels_mut()
+            .insert(RUN_LABEL.into(), self.run.clone());
+        self.instances()
+            .create(&PostParams::default(), &instance)
+            .await
+            .expect("instance created")
+    }
+
+    /// Waits until the instance reports Ready for its current generation.
+    async fn ready(&self, name: &str) -> MastodonInstance {
+        let instances = self.instances();
+        eventually("the instance to turn Ready", READY_WITHIN, || async {
+            let instance = instances.get(name).await.ok()?;
+            let status = instance.status.as_ref()?;
+            let ready = status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            (ready && status.observed_generation == instance.metadata.generation)
+                .then_some(instance)
+        })
+        .await
+    }
+
+    fn namespaced<K>(&self, instance: &MastodonInstance) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &namespace_name(&id_of(instance)))
+    }
+}
+
+fn selector(instance: &MastodonInstance) -> String {
+    format!(
+        "{LABEL_INSTANCE}={},{LABEL_MANAGED_BY}={MANAGED_BY}",
+        id_of(instance)
+    )
+}
+
+async fn uid_of<K>(api: &Api<K>, name: &str) -> Option<String>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.get_opt(name).await.ok()??.uid()
+}
+
+fn kubectl_get(instance: &str) -> String {
+    let output = std::process::Command::new("kubectl")
+        .args(["get", "mastodoninstances", instance])
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        output.status.success(),
+        "kubectl failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("kubectl prints UTF-8")
+}
+
+#[tokio::test]
+async fn instance_becomes_ready_with_every_child_kind() {
+    let harness = Harness::start().await;
+    let created = harness.create_instance().await;
+    let name = created.name_any();
+    let instance = harness.ready(&name).await;
+
+    let status = instance.status.clone().expect("a status");
+    let namespace = namespace_name(&id_of(&instance));
+    assert_eq!(status.namespace.as_deref(), Some(namespace.as_str()));
+    assert_eq!(status.phase.as_deref(), Some("Running"));
+    assert!(
+        instance
+            .finalizers()
+            .iter()
+            .any(|f| f == herd_kube::crd::FINALIZER)
+    );
+
+    let namespaces: Api<Namespace> = Api::all(harness.client.clone());
+    assert!(namespaces.get_opt(&namespace).await.unwrap().is_some());
+    let secrets = harness.backend.secrets(&instance).await.unwrap();
+    let mut desired: Vec<(String, String)> =
+        herd_kube::manifests::desired_children(&instance, &secrets, &ClusterProfile::default())
+            .iter()
+            .filter(|child| child.resource.kind != "Namespace")
+            .map(|child| (child.resource.kind.clone(), child.name().to_owned()))
+            .collect();
+    desired.sort();
+    let params = ListParams::default().labels(&selector(&instance));
+    let mut present = Vec::new();
+    for resource in herd_kube::manifests::child_resources() {
+        if resource.kind == "Namespace" {
+            continue;
+        }
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(harness.client.clone(), &namespace, &resource);
+        let listed = api
+            .list_metadata(&params)
+            .await
+            .unwrap_or_else(|err| panic!("listing {}: {err}", resource.plural));
+        present.extend(
+            listed
+                .items
+                .iter()
+                .map(|object| (resource.kind.clone(), object.name_any())),
+        );
+    }
+    present.sort();
+    println!("children in {namespace}: {present:?}");
+    assert_eq!(
+        present, desired,
+        "the namespace holds exactly the desired children"
+    );
+
+    let table = kubectl_get(&name);
+    println!("{table}");
+    let row = table.lines().nth(1).expect("a row for the instance");
+    assert!(row.contains("True") && row.contains("Running"), "{row}");
+
+    let phases = harness.backend.reported_phases(&id_of(&instance));
+    println!("phases reported to the backend: {phases:?}");
+    assert_eq!(phases.last().map(String::as_str), Some("Running"));
+}
+
+#[tokio::test]
+async fn deleted_children_are_recreated() {
+    let harness = Harness::start().await;
+    let name = harness.create_instance().await.name_any();
+    let instance = harness.ready(&name).await;
+
+    let deployments: Api<Deployment> = harness.namespaced(&instance);
+    let policies: Api<NetworkPolicy> = harness.namespaced(&instance);
+    let web_before = uid_of(&deployments, "web").await.expect("web Deployment");
+    let policy_before = uid_of(&policies, "default-deny")
+        .await
+        .expect("default-deny NetworkPolicy");
+    deployments
+        .delete("web", &DeleteParams::default())
+        .await
+        .expect("web deleted");
+    policies
+        .delete("default-deny", &DeleteParams::default())
+        .await
+        .expect("policy deleted");
+
+    eventually(
+        "web and default-deny to be recreated",
+        Duration::from_secs(30),
+        || async {
+            let web = uid_of(&deployments, "web").await?;
+            let policy = uid_of(&policies, "default-deny").await?;
+            (web != web_before && policy != policy_before).then_some(())
+        },
+    )
+    .await;
+    harness.ready(&name).await;
+}
+
+#[tokio::test]
+async fn plan_change_scales_and_prunes() {
+    let harness = Harness::start().await;
+    let name = harness.create_instance().await.name_any();
+    let instance = harness.ready(&name).await;
+
+    let deployments: Api<Deployment> = harness.namespaced(&instance);
+    let quotas: Api<ResourceQuota> = harness.namespaced(&instance);
+    let extra = format!("sidekiq-{EXTRA_GROUP}");
+    assert!(deployments.get_opt(&extra).await.unwrap().is_some());
+    let quota_before = quotas.get("quota").await.expect("quota").spec;
+
+    let mut plan = instance.spec.instance.plan.clone();
+    plan.web.replicas = 2;
+    plan.sidekiq.retain(|group| group.name != EXTRA_GROUP);
+    plan.database_connection_limit = plan.database_connections_needed();
+    plan.validate().expect("a valid plan");
+    harness
+        .instances()
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"plan": plan}})),
+        )
+        .await
+        .expect("plan changed");
+
+    eventually(
+        "web to scale to 2 and the extra group to go",
+        Duration::from_secs(30),
+        || async {
+            let web = deployments.get("web").await.ok()?;
+            let gone = deployments.get_opt(&extra).await.ok()?.is_none();
+            (web.spec.replicas == Some(2) && gone).then_some(())
+        },
+    )
+    .await;
+    let quota_after = quotas.get("quota").await.expect("quota").spec;
+    assert_ne!(quota_before, quota_after, "the quota follows the plan");
+    let instance = harness.ready(&name).await;
+    println!(
+        "generation {:?} Ready after the plan change",
+        instance.metadata.generation
+    );
+}
+
+#[tokio::test]
+async fn deletion_cleans_up_once_and_releases_the_resource() {
+    let harness = Harness::start().await;
+    let name = harness.create_instance().await.name_any();
+    let instance = harness.ready(&name).await;
+    let id = id_of(&instance);
+
+    harness
+        .instances()
+        .delete(&name, &DeleteParams::default())
+        .await
+        .expect("deletion accepted");
+    let instances = harness.instances();
+    eventually(
+        "the instance to be gone",
+        Duration::from_secs(90),
+        || async { instances.get_opt(&name).await.ok()?.is_none().then_some(()) },
+    )
+    .await;
+
+    let namespaces: Api<Namespace> = Api::all(harness.client.clone());
+    assert!(
+        namespaces
+            .get_opt(&namespace_name(&id))
+            .await
+            .unwrap()
+            .is_none(),
+        "the namespace is gone before the finalizer is released"
+    );
+    assert_eq!(harness.backend.cleanups(), [id]);
+}
