@@ -9,7 +9,7 @@ mod delete;
 mod error;
 pub mod faults;
 mod provision;
-mod resource;
+pub mod resource;
 mod services;
 mod steps;
 mod tenant_data;

@@ -153,7 +153,7 @@ async fn apply(
             herd_db::fleet::object_store_access(&mut conn, &services.sealer, store).await?,
         )
     };
-    let resource = instance_resource(instance, plan, &database, &store);
+    let resource = instance_resource(instance, plan, &database, &store, &services.installation);
     let api: Api<MastodonInstance> = Api::all(services.cluster_client(cluster).await?);
     api.patch(
         &resource_name(instance.id),

@@ -9,6 +9,16 @@ use herd_db::instances::Instance;
 use herd_kube::crd::{MastodonInstance, MastodonInstanceSpec};
 use uuid::Uuid;
 
+/// Marks the resources of one Herd installation, so several installations
+/// (production and staging, or parallel tests) can share a cluster, each
+/// reconciling only its own instances.
+pub const LABEL_INSTALLATION: &str = "hosting.herd.dev/installation";
+
+/// The label selector of an installation's resources.
+pub fn installation_selector(installation: &str) -> String {
+    format!("{LABEL_INSTALLATION}={installation}")
+}
+
 /// The resource's name: the same in every cluster, derived from the id alone.
 pub fn resource_name(instance_id: Uuid) -> String {
     herd_kube::children::namespace_name(&instance_id.to_string())
@@ -19,6 +29,7 @@ pub fn instance_resource(
     plan: &Plan,
     database: &DatabaseServerAccess,
     store: &ObjectStoreAccess,
+    installation: &str,
 ) -> MastodonInstance {
     let names = TenantNames::for_instance(&instance.id.to_string());
     let spec = InstanceSpec {
@@ -41,10 +52,13 @@ pub fn instance_resource(
             bucket: names.bucket,
         },
     };
-    MastodonInstance::new(
+    let mut resource = MastodonInstance::new(
         &resource_name(instance.id),
         MastodonInstanceSpec { instance: spec },
-    )
+    );
+    resource.metadata.labels =
+        Some([(LABEL_INSTALLATION.to_owned(), installation.to_owned())].into());
+    resource
 }
 
 #[cfg(test)]
@@ -84,7 +98,13 @@ mod tests {
             admin_endpoint: String::new(),
             admin_token: String::new(),
         };
-        instance_resource(&instance(state), &starter_plans()[0], &database, &store)
+        instance_resource(
+            &instance(state),
+            &starter_plans()[0],
+            &database,
+            &store,
+            "production",
+        )
     }
 
     #[test]
@@ -107,6 +127,8 @@ mod tests {
             "mastodon-0193a2b45c6d7e8f9a0b1c2d3e4f5a6b"
         );
         assert!(!spec.suspended);
+        let labels = resource.metadata.labels.unwrap();
+        assert_eq!(labels[LABEL_INSTALLATION], "production");
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub struct Services {
     pub sealer: herd_db::Sealer,
     pub profile: ClusterProfile,
     pub faults: Faults,
+    /// This installation's name; its resources carry it and its reconcilers select by it.
+    pub installation: String,
     /// How long the `ready` step waits for the reconciler before the job is retried.
     pub ready_timeout: Duration,
     clusters: Mutex<HashMap<Uuid, kube::Client>>,
@@ -29,12 +31,14 @@ impl Services {
         sealer: herd_db::Sealer,
         profile: ClusterProfile,
         faults: Faults,
+        installation: String,
     ) -> Self {
         Services {
             pool,
             sealer,
             profile,
             faults,
+            installation,
             ready_timeout: Duration::from_secs(300),
             clusters: Mutex::new(HashMap::new()),
         }
