@@ -16,6 +16,7 @@ use herd_kube::children::{
 use herd_kube::crd::{MastodonInstance, MastodonInstanceSpec, MastodonInstanceStatus};
 use herd_kube::reconciler::{BackendError, Reconciler, TenantBackend, install_crd};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
@@ -140,9 +141,20 @@ impl Harness {
         Api::all(self.client.clone())
     }
 
-    /// Creates an instance on the small starter plan, with a third Sidekiq
-    /// group a plan change can take away.
     async fn create_instance(&self) -> MastodonInstance {
+        self.create(&self.new_instance()).await
+    }
+
+    async fn create(&self, instance: &MastodonInstance) -> MastodonInstance {
+        self.instances()
+            .create(&PostParams::default(), instance)
+            .await
+            .expect("instance created")
+    }
+
+    /// An instance of this test on the small starter plan, with a third
+    /// Sidekiq group a plan change can take away.
+    fn new_instance(&self) -> MastodonInstance {
         let id = unique_name("rec");
         self.backend.register(&id);
         let mut plan = starter_plans().remove(0);
@@ -190,10 +202,7 @@ impl Harness {
         instance
             .labels_mut()
             .insert(RUN_LABEL.into(), self.run.clone());
-        self.instances()
-            .create(&PostParams::default(), &instance)
-            .await
-            .expect("instance created")
+        instance
     }
 
     /// Waits until the instance reports Ready for its current generation.
@@ -422,4 +431,48 @@ async fn deletion_cleans_up_once_and_releases_the_resource() {
         "the namespace is gone before the finalizer is released"
     );
     assert_eq!(harness.backend.cleanups(), [id]);
+}
+
+#[tokio::test]
+async fn suspension_scales_to_zero_and_resuming_runs_setup() {
+    let harness = Harness::start().await;
+    let mut instance = harness.new_instance();
+    instance.spec.instance.suspended = true;
+    let name = harness.create(&instance).await.name_any();
+    let instance = harness.ready(&name).await;
+    let status = instance.status.clone().expect("a status");
+    assert_eq!(status.phase.as_deref(), Some("Suspended"));
+
+    let deployments: Api<Deployment> = harness.namespaced(&instance);
+    let jobs: Api<Job> = harness.namespaced(&instance);
+    let listed = deployments.list(&ListParams::default()).await.unwrap();
+    assert!(
+        listed.items.iter().all(|d| d.spec.replicas == Some(0)),
+        "every Deployment is scaled to zero"
+    );
+    let setup = jobs.get("setup").await.expect("setup Job");
+    assert_eq!(setup.spec.as_ref().and_then(|s| s.suspend), Some(true));
+
+    harness
+        .instances()
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspended": false}})),
+        )
+        .await
+        .expect("instance resumed");
+    let instance = harness.ready(&name).await;
+    assert_eq!(
+        instance.status.and_then(|s| s.phase).as_deref(),
+        Some("Running")
+    );
+    let setup = jobs.get("setup").await.expect("setup Job");
+    let complete = setup
+        .status
+        .and_then(|s| s.conditions)
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == "Complete" && c.status == "True");
+    assert!(complete, "the setup Job ran once the instance resumed");
 }

@@ -11,6 +11,7 @@ use kube::api::{
     ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
 };
 use kube::{Api, Client, ResourceExt};
+use serde_json::json;
 
 use super::ReconcileError;
 use crate::children::{Child, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY};
@@ -42,28 +43,62 @@ pub(crate) async fn apply_all(client: &Client, children: &[Child]) -> Result<(),
     let (namespaces, rest): (Vec<&Child>, Vec<&Child>) =
         children.iter().partition(|c| is_namespace(&c.resource));
     let apply = PatchParams::apply(FIELD_MANAGER).force();
-    let create = PostParams {
-        field_manager: Some(FIELD_MANAGER.to_owned()),
-        ..PostParams::default()
-    };
     for child in namespaces.into_iter().chain(rest) {
         let api: Api<DynamicObject> = match child.object.metadata.namespace.as_deref() {
             Some(namespace) => Api::namespaced_with(client.clone(), namespace, &child.resource),
             None => Api::all_with(client.clone(), &child.resource),
         };
-        let what = describe(&child.resource, child.name());
         if is_create_once(&child.resource) {
-            match api.create(&create, &child.object).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(status)) if status.is_already_exists() => {}
-                Err(err) => return Err(ReconcileError::api(format!("creating {what}"))(err)),
-            }
+            create_once(&api, child).await?;
         } else {
             api.patch(child.name(), &apply, &Patch::Apply(&child.object))
                 .await
-                .map_err(ReconcileError::api(format!("applying {what}")))?;
+                .map_err(ReconcileError::api(format!(
+                    "applying {}",
+                    describe(&child.resource, child.name())
+                )))?;
         }
     }
+    Ok(())
+}
+
+/// Creates `child` when it is missing. Of an existing one only `spec.suspend`
+/// follows the desired object: it is the one mutable field that matters, and
+/// it lets a Job made for a suspended instance run once the instance resumes.
+async fn create_once(api: &Api<DynamicObject>, child: &Child) -> Result<(), ReconcileError> {
+    let what = describe(&child.resource, child.name());
+    let existing = api
+        .get_opt(child.name())
+        .await
+        .map_err(ReconcileError::api(format!("reading {what}")))?;
+    let Some(existing) = existing else {
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PostParams::default()
+        };
+        return match api.create(&params, &child.object).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.is_already_exists() => Ok(()),
+            Err(err) => Err(ReconcileError::api(format!("creating {what}"))(err)),
+        };
+    };
+    let suspend = child.object.data.pointer("/spec/suspend");
+    if suspend.is_none() || existing.data.pointer("/spec/suspend") == suspend {
+        return Ok(());
+    }
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PatchParams::default()
+    };
+    api.patch(
+        child.name(),
+        &params,
+        &Patch::Merge(json!({ "spec": { "suspend": suspend } })),
+    )
+    .await
+    .map_err(ReconcileError::api(format!(
+        "suspending or resuming {what}"
+    )))?;
     Ok(())
 }
 

@@ -87,6 +87,10 @@ fn deployment_progress(deployment: &Deployment) -> Progress {
 
 fn job_progress(job: &Job) -> Progress {
     let name = job.name_any();
+    // Suspended along with its instance: nothing to wait for until it resumes.
+    if job.spec.as_ref().and_then(|s| s.suspend) == Some(true) {
+        return Progress::Done;
+    }
     let conditions = job.status.as_ref().and_then(|s| s.conditions.as_ref());
     let holds = |type_: &str| {
         conditions
@@ -418,6 +422,18 @@ mod tests {
         let status = compute_status(&instance(true, None), "mi-i1", &observed, NOW);
         assert_eq!(condition(&status, READY).status, "True");
         assert_eq!(condition(&status, READY).reason, "Suspended");
+        assert_eq!(status.phase.as_deref(), Some("Suspended"));
+    }
+
+    #[test]
+    fn a_setup_job_suspended_with_its_instance_does_not_hold_up_readiness() {
+        let mut setup = job(None);
+        setup.spec.as_mut().unwrap().suspend = Some(true);
+        let observed = Observed {
+            deployments: vec![deployment("web", 0, 0)],
+            jobs: vec![setup],
+        };
+        let status = compute_status(&instance(true, None), "mi-i1", &observed, NOW);
         assert_eq!(status.phase.as_deref(), Some("Suspended"));
     }
 
