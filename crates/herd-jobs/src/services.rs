@@ -20,6 +20,9 @@ pub struct Services {
     pub faults: Faults,
     /// This installation's name; its resources carry it and its reconcilers select by it.
     pub installation: String,
+    /// How long a worker holds a job without renewing; a crashed worker's
+    /// job is taken over after this long.
+    pub lease: Duration,
     /// How long the `ready` step waits for the reconciler before the job is retried.
     pub ready_timeout: Duration,
     clusters: Mutex<HashMap<Uuid, kube::Client>>,
@@ -39,6 +42,7 @@ impl Services {
             profile,
             faults,
             installation,
+            lease: Duration::from_secs(30),
             ready_timeout: Duration::from_secs(300),
             clusters: Mutex::new(HashMap::new()),
         }

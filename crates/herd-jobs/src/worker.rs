@@ -12,9 +12,6 @@ use tokio_util::sync::CancellationToken;
 use crate::{InstanceJob, JobError, Services, delete, provision};
 
 const KINDS: [&str; 2] = [provision::KIND, delete::KIND];
-/// A crashed worker's job is taken over after this long.
-const LEASE: Duration = Duration::from_secs(30);
-const HEARTBEAT: Duration = Duration::from_secs(10);
 const IDLE_POLL: Duration = Duration::from_millis(500);
 const RETRY: Backoff = Backoff {
     base: Duration::from_secs(2),
@@ -27,7 +24,7 @@ pub async fn run(services: Arc<Services>, worker_id: String, shutdown: Cancellat
     tracing::info!(worker = %worker_id, "job worker started");
     while !shutdown.is_cancelled() {
         let claimed = match services.conn().await {
-            Ok(mut conn) => herd_db::jobs::claim(&mut conn, &worker_id, &KINDS, LEASE)
+            Ok(mut conn) => herd_db::jobs::claim(&mut conn, &worker_id, &KINDS, services.lease)
                 .await
                 .map_err(JobError::from),
             Err(err) => Err(err),
@@ -86,12 +83,15 @@ async fn keep_lease(
     job: herd_db::jobs::JobId,
     lost: CancellationToken,
 ) {
-    let mut ticks = tokio::time::interval(HEARTBEAT);
+    // Three renewals per lease: one lost renewal never costs the job.
+    let mut ticks = tokio::time::interval(services.lease / 3);
     ticks.tick().await;
     loop {
         ticks.tick().await;
         let held = match services.conn().await {
-            Ok(mut conn) => herd_db::jobs::heartbeat(&mut conn, job, &worker_id, LEASE).await,
+            Ok(mut conn) => {
+                herd_db::jobs::heartbeat(&mut conn, job, &worker_id, services.lease).await
+            }
             Err(err) => {
                 tracing::warn!(error = %err, "cannot renew the lease");
                 continue;
