@@ -4,6 +4,7 @@
 //! only that test's instances, so the tests run in parallel.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +36,8 @@ struct TestBackend {
     secrets: Mutex<BTreeMap<String, InstanceSecrets>>,
     cleanups: Mutex<Vec<String>>,
     statuses: Mutex<Vec<(String, MastodonInstanceStatus)>>,
+    /// How many of the next status reports to refuse, as a database outage would.
+    refused_statuses: AtomicU32,
 }
 
 impl TestBackend {
@@ -51,6 +54,16 @@ impl TestBackend {
 
     fn cleanups(&self) -> Vec<String> {
         self.cleanups.lock().unwrap().clone()
+    }
+
+    fn last_status(&self, instance_id: &str) -> Option<MastodonInstanceStatus> {
+        self.statuses
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|(id, _)| id == instance_id)
+            .map(|(_, status)| status.clone())
     }
 
     fn reported_phases(&self, instance_id: &str) -> Vec<String> {
@@ -89,6 +102,13 @@ impl TenantBackend for TestBackend {
         instance: &MastodonInstance,
         status: &MastodonInstanceStatus,
     ) -> Result<(), BackendError> {
+        let refuse = self
+            .refused_statuses
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if refuse {
+            return Err(BackendError::new("the database is unreachable"));
+        }
         self.statuses
             .lock()
             .unwrap()
@@ -260,6 +280,7 @@ fn kubectl_get(instance: &str) -> String {
 #[tokio::test]
 async fn instance_becomes_ready_with_every_child_kind() {
     let harness = Harness::start().await;
+    harness.backend.refused_statuses.store(1, Ordering::SeqCst);
     let created = harness.create_instance().await;
     let name = created.name_any();
     let instance = harness.ready(&name).await;
@@ -316,9 +337,15 @@ async fn instance_becomes_ready_with_every_child_kind() {
     let row = table.lines().nth(1).expect("a row for the instance");
     assert!(row.contains("True") && row.contains("Running"), "{row}");
 
+    // The first report was refused, and the status reached the cluster only
+    // after the backend took it: the two agree.
+    assert_eq!(harness.backend.refused_statuses.load(Ordering::SeqCst), 0);
     let phases = harness.backend.reported_phases(&id_of(&instance));
     println!("phases reported to the backend: {phases:?}");
-    assert_eq!(phases.last().map(String::as_str), Some("Running"));
+    assert_eq!(
+        harness.backend.last_status(&id_of(&instance)).as_ref(),
+        Some(&status)
+    );
 }
 
 #[tokio::test]

@@ -40,8 +40,10 @@ pub trait TenantBackend: Send + Sync + 'static {
         instance: &MastodonInstance,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
-    /// Called whenever the status written to the cluster changes, so Herd can
-    /// mirror the conditions into its database.
+    /// Called with every new status before it is written to the cluster, so
+    /// Herd can mirror the conditions into its database. A failure keeps the
+    /// old status in the cluster and the call is repeated on the next pass, so
+    /// one change may arrive more than once.
     fn status_changed(
         &self,
         instance: &MastodonInstance,

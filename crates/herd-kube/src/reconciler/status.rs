@@ -217,9 +217,10 @@ pub(crate) fn recheck_after(status: &MastodonInstanceStatus) -> Duration {
     }
 }
 
-/// Writes `status` when it differs from what the resource carries, and then
-/// tells the backend. Unchanged statuses are not written: every write wakes
-/// the controller again.
+/// Writes `status` when it differs from what the resource carries. Unchanged
+/// statuses are not written: every write wakes the controller again. The
+/// backend hears of the change first, so when it fails nothing is written and
+/// the next pass, seeing the same difference, tells it again.
 pub(crate) async fn report<B: TenantBackend>(
     api: &Api<MastodonInstance>,
     backend: &B,
@@ -229,6 +230,7 @@ pub(crate) async fn report<B: TenantBackend>(
     if instance.status.as_ref() == Some(status) {
         return Ok(());
     }
+    backend.status_changed(instance, status).await?;
     let name = instance.name_any();
     api.patch_status(
         &name,
@@ -237,7 +239,6 @@ pub(crate) async fn report<B: TenantBackend>(
     )
     .await
     .map_err(ReconcileError::api(format!("writing the status of {name}")))?;
-    backend.status_changed(instance, status).await?;
     Ok(())
 }
 
