@@ -53,3 +53,36 @@ fn is_instance_namespace(namespace: &Namespace, instance_id: &str) -> bool {
     let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
     label(LABEL_INSTANCE) == Some(instance_id) && label(LABEL_MANAGED_BY) == Some(MANAGED_BY)
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+
+    fn namespace(labels: &[(&str, &str)]) -> Namespace {
+        Namespace {
+            metadata: ObjectMeta {
+                name: Some(namespace_name("i1")),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                ),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        }
+    }
+
+    #[test]
+    fn only_the_instances_own_namespace_is_deleted() {
+        let own = namespace(&[(LABEL_INSTANCE, "i1"), (LABEL_MANAGED_BY, MANAGED_BY)]);
+        assert!(is_instance_namespace(&own, "i1"));
+        assert!(!is_instance_namespace(&own, "i2"));
+        let foreign = namespace(&[(LABEL_INSTANCE, "i1"), (LABEL_MANAGED_BY, "someone-else")]);
+        assert!(!is_instance_namespace(&foreign, "i1"));
+        assert!(!is_instance_namespace(&namespace(&[]), "i1"));
+    }
+}
