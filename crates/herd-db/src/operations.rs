@@ -179,6 +179,22 @@ pub async fn load_operation(
     row.map(Operation::try_from).transpose()
 }
 
+/// The operation a job carries out: a job enqueued again under its dedupe
+/// key is the same piece of work, so its operation is the one to report.
+pub async fn find_operation_by_job(
+    conn: &mut AsyncPgConnection,
+    job_id: Uuid,
+) -> Result<Option<Operation>, DbError> {
+    let row = operations::table
+        .filter(operations::job_id.eq(job_id))
+        .order(operations::created_at)
+        .select(OperationRow::as_select())
+        .first(conn)
+        .await
+        .optional()?;
+    row.map(Operation::try_from).transpose()
+}
+
 /// Marks `step` done and the operation running, with progress as the share of steps done.
 pub async fn complete_step(
     conn: &mut AsyncPgConnection,
