@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use actix_web::{App, HttpServer, middleware};
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{LogFormat, Settings};
 
@@ -42,6 +42,42 @@ enum Command {
     Config,
     /// Print the MastodonInstance CustomResourceDefinition as YAML.
     Crd,
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// Offer the starter plans, unless plans exist already.
+    Seed,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenAction {
+    /// Create the account if it is missing and print a new token for it on stdout.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// A label telling the account's tokens apart.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Customer,
+    Operator,
+}
+
+impl From<RoleArg> for herd_db::accounts::Role {
+    fn from(role: RoleArg) -> Self {
+        match role {
+            RoleArg::Customer => herd_db::accounts::Role::Customer,
+            RoleArg::Operator => herd_db::accounts::Role::Operator,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Subcommand)]
@@ -97,7 +133,41 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!("{settings:#?}");
             Ok(())
         }
+        Command::Token {
+            action: TokenAction::Create { email, role, name },
+        } => create_token(settings, &email, role.into(), &name).await,
+        Command::Seed => seed(settings).await,
     }
+}
+
+/// A one-connection pool for the subcommands that run a few queries and exit.
+fn database(settings: &Settings) -> anyhow::Result<herd_db::Pool> {
+    let url = settings.require_database_url()?;
+    Ok(herd_db::connect(url.expose(), 1))
+}
+
+async fn create_token(
+    settings: Settings,
+    email: &str,
+    role: herd_db::accounts::Role,
+    name: &str,
+) -> anyhow::Result<()> {
+    let pool = database(&settings)?;
+    let mut conn = pool.get().await.context("connecting to the database")?;
+    let account = herd_db::accounts::ensure_account(&mut conn, email, role).await?;
+    let token = herd_db::accounts::issue_token(&mut conn, account.id, name).await?;
+    tracing::info!(account = %account.id, token = %token.id, "token created");
+    // The token alone on stdout, so scripts can capture it.
+    println!("{}", token.secret);
+    Ok(())
+}
+
+async fn seed(settings: Settings) -> anyhow::Result<()> {
+    let pool = database(&settings)?;
+    let mut conn = pool.get().await.context("connecting to the database")?;
+    let seeded = herd_db::plans::seed_plans(&mut conn, &herd_core::plan::starter_plans()).await?;
+    tracing::info!(plans = seeded, "plans seeded");
+    Ok(())
 }
 
 async fn migrate(settings: Settings, action: MigrateAction) -> anyhow::Result<()> {
@@ -119,6 +189,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         let schema = schema.clone();
         async move { schema.migrate_until_current(url.expose()).await }
     });
+    let api = herd_api::ApiState {
+        pool: database.clone(),
+    };
     let probes = herd_api::Probes {
         database,
         schema,
@@ -129,7 +202,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     HttpServer::new(move || {
         App::new()
             .wrap(middleware::Logger::new("%r %s %Dms").log_target("herd::http"))
-            .configure(herd_api::configure(probes.clone()))
+            .configure(herd_api::configure(probes.clone(), api.clone()))
     })
     .bind(settings.listen_addr)
     .with_context(|| format!("binding {}", settings.listen_addr))?

@@ -1,0 +1,300 @@
+//! The API's own request and response types. They are the public contract,
+//! so they are kept apart from the core and database types, which may change
+//! shape without breaking clients.
+
+use chrono::{DateTime, Utc};
+use herd_core::lifecycle::InstanceState;
+use herd_core::plan;
+use herd_db::instances::Instance;
+use herd_db::operations::{Operation, OperationState};
+use herd_db::plans::OfferedPlan;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// CPU and memory of one pod; requests equal limits.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResourcesView {
+    pub cpu_millis: u32,
+    pub memory_mib: u32,
+}
+
+impl From<plan::Resources> for ResourcesView {
+    fn from(r: plan::Resources) -> Self {
+        ResourcesView {
+            cpu_millis: r.cpu_millis,
+            memory_mib: r.memory_mib,
+        }
+    }
+}
+
+/// Puma: `concurrency` processes of `threads` threads in each replica.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebView {
+    pub replicas: u32,
+    pub concurrency: u32,
+    pub threads: u32,
+    pub resources: ResourcesView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamingView {
+    pub replicas: u32,
+    pub resources: ResourcesView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueView {
+    pub name: String,
+    pub weight: u32,
+}
+
+/// Sidekiq processes consuming the same queues, scaled between the bounds.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SidekiqGroupView {
+    pub name: String,
+    pub queues: Vec<QueueView>,
+    pub threads: u32,
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    pub resources: ResourcesView,
+}
+
+/// A plan on offer: the size of every process of a Mastodon server.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanView {
+    #[schema(example = "small")]
+    pub name: String,
+    pub web: WebView,
+    pub streaming: StreamingView,
+    pub sidekiq: Vec<SidekiqGroupView>,
+    pub redis: ResourcesView,
+    pub media_storage_gib: u32,
+    pub volume_storage_gib: u32,
+    /// Connections the tenant's database role may open.
+    pub database_connection_limit: u32,
+    /// The Stripe Price subscriptions use; shown to operators only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stripe_price_id: Option<String>,
+}
+
+impl PlanView {
+    pub fn new(offered: OfferedPlan, show_price_id: bool) -> Self {
+        let plan = offered.plan;
+        PlanView {
+            name: plan.name,
+            web: WebView {
+                replicas: plan.web.replicas,
+                concurrency: plan.web.concurrency,
+                threads: plan.web.threads,
+                resources: plan.web.resources.into(),
+            },
+            streaming: StreamingView {
+                replicas: plan.streaming.replicas,
+                resources: plan.streaming.resources.into(),
+            },
+            sidekiq: plan
+                .sidekiq
+                .into_iter()
+                .map(|group| SidekiqGroupView {
+                    name: group.name,
+                    queues: group
+                        .queues
+                        .into_iter()
+                        .map(|q| QueueView {
+                            name: q.name,
+                            weight: q.weight,
+                        })
+                        .collect(),
+                    threads: group.threads,
+                    min_replicas: group.min_replicas,
+                    max_replicas: group.max_replicas,
+                    resources: group.resources.into(),
+                })
+                .collect(),
+            redis: plan.redis.into(),
+            media_storage_gib: plan.media_storage_gib,
+            volume_storage_gib: plan.volume_storage_gib,
+            database_connection_limit: plan.database_connection_limit,
+            stripe_price_id: offered.stripe_price_id.filter(|_| show_price_id),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanList {
+    pub plans: Vec<PlanView>,
+}
+
+/// An order for a new Mastodon server.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInstanceRequest {
+    /// The server's `LOCAL_DOMAIN`: the domain in its users' handles. It can never change.
+    #[schema(example = "example.social")]
+    pub domain: String,
+    /// The name of an offered plan.
+    #[schema(example = "small")]
+    pub plan: String,
+    /// The e-mail of the Mastodon owner account the server is created with.
+    #[schema(example = "owner@example.com")]
+    pub owner_email: String,
+    /// The Mastodon version; the current default when left out.
+    #[schema(example = "4.5.2")]
+    pub version: Option<String>,
+    /// Where the web interface is served (`WEB_DOMAIN`); `domain` when left out.
+    #[schema(example = "mastodon.example.social")]
+    pub web_domain: Option<String>,
+}
+
+/// Where an instance stands in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceStatus {
+    Pending,
+    Provisioning,
+    Running,
+    Updating,
+    Suspended,
+    Deleting,
+    Deleted,
+    Failed,
+}
+
+impl From<&InstanceState> for InstanceStatus {
+    fn from(state: &InstanceState) -> Self {
+        match state {
+            InstanceState::Pending => InstanceStatus::Pending,
+            InstanceState::Provisioning => InstanceStatus::Provisioning,
+            InstanceState::Running => InstanceStatus::Running,
+            InstanceState::Updating => InstanceStatus::Updating,
+            InstanceState::Suspended => InstanceStatus::Suspended,
+            InstanceState::Deleting => InstanceStatus::Deleting,
+            InstanceState::Deleted => InstanceStatus::Deleted,
+            InstanceState::Failed { .. } => InstanceStatus::Failed,
+        }
+    }
+}
+
+/// A hosted Mastodon server.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InstanceView {
+    pub id: Uuid,
+    /// The account that ordered the instance.
+    pub owner_id: Uuid,
+    pub domain: String,
+    pub web_domain: String,
+    pub plan: String,
+    pub version: String,
+    pub state: InstanceStatus,
+    /// Why the instance failed, when `state` is `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Instance> for InstanceView {
+    fn from(instance: Instance) -> Self {
+        let failure_reason = match &instance.state {
+            InstanceState::Failed { reason } => Some(reason.clone()),
+            _ => None,
+        };
+        InstanceView {
+            state: InstanceStatus::from(&instance.state),
+            failure_reason,
+            id: instance.id,
+            owner_id: instance.owner_id,
+            domain: instance.domain,
+            web_domain: instance.web_domain,
+            plan: instance.plan_name,
+            version: instance.version,
+            created_at: instance.created_at,
+            updated_at: instance.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InstanceList {
+    pub instances: Vec<InstanceView>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationStatus {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl From<OperationState> for OperationStatus {
+    fn from(state: OperationState) -> Self {
+        match state {
+            OperationState::Pending => OperationStatus::Pending,
+            OperationState::Running => OperationStatus::Running,
+            OperationState::Succeeded => OperationStatus::Succeeded,
+            OperationState::Failed => OperationStatus::Failed,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StepView {
+    pub name: String,
+    pub done: bool,
+}
+
+/// Long-running work on an instance (provisioning, deletion, ...), to poll until it finishes.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OperationView {
+    pub id: Uuid,
+    pub instance_id: Uuid,
+    #[schema(example = "provision")]
+    pub kind: String,
+    pub state: OperationStatus,
+    /// Percentage of the steps done.
+    #[schema(minimum = 0, maximum = 100)]
+    pub progress: i32,
+    pub steps: Vec<StepView>,
+    /// Why the operation failed, when `state` is `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<Operation> for OperationView {
+    fn from(op: Operation) -> Self {
+        OperationView {
+            id: op.id,
+            instance_id: op.instance_id,
+            kind: op.kind,
+            state: op.state.into(),
+            progress: op.progress,
+            steps: op
+                .steps
+                .into_iter()
+                .map(|s| StepView {
+                    name: s.name,
+                    done: s.done,
+                })
+                .collect(),
+            error: op.error,
+            created_at: op.created_at,
+            updated_at: op.updated_at,
+            finished_at: op.finished_at,
+        }
+    }
+}
+
+/// The answer to a request that started long-running work: the instance as
+/// it is now and the operation to follow.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    pub instance: InstanceView,
+    pub operation: OperationView,
+}

@@ -1,0 +1,124 @@
+//! `/api/v1/instances`.
+
+use actix_web::{HttpResponse, web};
+use uuid::Uuid;
+
+use crate::auth::Principal;
+use crate::body::{HashedJson, IdempotencyKey};
+use crate::dto::{Accepted, CreateInstanceRequest, InstanceList, InstanceView};
+use crate::openapi::{
+    Conflict, Gone, Malformed, NotFound, ServerError, TooLarge, Unauthenticated, Unavailable,
+    Unprocessable,
+};
+use crate::{ApiState, Problem, orders};
+
+/// Orders a Mastodon server owned by the caller. Provisioning runs in the
+/// background: follow the returned operation.
+#[utoipa::path(
+    post,
+    path = "/api/v1/instances",
+    operation_id = "create_instance",
+    tag = "instances",
+    request_body = CreateInstanceRequest,
+    params((
+        "Idempotency-Key" = Option<String>, Header,
+        description = "Makes retries safe: the same key with the same body returns the first answer and changes nothing; with another body it is refused with 422 `idempotency_key_reused`."
+    )),
+    responses(
+        (status = 202, description = "Ordered; provisioning has been queued", body = Accepted),
+        Malformed,
+        Unauthenticated,
+        Conflict,
+        TooLarge,
+        Unprocessable,
+        ServerError,
+        Unavailable,
+    )
+)]
+pub async fn create(
+    state: web::Data<ApiState>,
+    principal: Principal,
+    key: IdempotencyKey,
+    request: HashedJson<CreateInstanceRequest>,
+) -> Result<HttpResponse, Problem> {
+    Ok(orders::place(&state, &principal, request, key.0)
+        .await?
+        .into())
+}
+
+/// The caller's instances (operators: all), newest first, deleted ones left out.
+#[utoipa::path(
+    get,
+    path = "/api/v1/instances",
+    operation_id = "list_instances",
+    tag = "instances",
+    responses(
+        (status = 200, description = "The instances", body = InstanceList),
+        Unauthenticated,
+        ServerError,
+        Unavailable,
+    )
+)]
+pub async fn list(
+    state: web::Data<ApiState>,
+    principal: Principal,
+) -> Result<web::Json<InstanceList>, Problem> {
+    let mut conn = state.connection().await?;
+    let instances = herd_db::instances::list_instances(&mut conn, &principal.0).await?;
+    Ok(web::Json(InstanceList {
+        instances: instances.into_iter().map(InstanceView::from).collect(),
+    }))
+}
+
+/// One of the caller's instances (operators: any).
+#[utoipa::path(
+    get,
+    path = "/api/v1/instances/{id}",
+    operation_id = "get_instance",
+    tag = "instances",
+    params(("id" = Uuid, Path, description = "The instance's id")),
+    responses(
+        (status = 200, description = "The instance", body = InstanceView),
+        Unauthenticated,
+        NotFound,
+        ServerError,
+        Unavailable,
+    )
+)]
+pub async fn show(
+    state: web::Data<ApiState>,
+    principal: Principal,
+    id: web::Path<Uuid>,
+) -> Result<web::Json<InstanceView>, Problem> {
+    let mut conn = state.connection().await?;
+    let instance = herd_db::instances::find_instance(&mut conn, &principal.0, *id)
+        .await?
+        .ok_or_else(Problem::not_found)?;
+    Ok(web::Json(instance.into()))
+}
+
+/// Deletes an instance with all its data. Asking again while the deletion
+/// runs returns the running deletion.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/instances/{id}",
+    operation_id = "delete_instance",
+    tag = "instances",
+    params(("id" = Uuid, Path, description = "The instance's id")),
+    responses(
+        (status = 202, description = "Deletion has been queued, or was already running", body = Accepted),
+        Unauthenticated,
+        NotFound,
+        Conflict,
+        Gone,
+        ServerError,
+        Unavailable,
+    )
+)]
+pub async fn delete(
+    state: web::Data<ApiState>,
+    principal: Principal,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, Problem> {
+    Ok(orders::delete(&state, &principal, *id).await?.into())
+}

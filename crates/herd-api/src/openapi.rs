@@ -1,0 +1,132 @@
+//! The OpenAPI 3.1 document: the machine-readable contract of the API.
+
+use std::sync::LazyLock;
+
+use actix_web::HttpResponse;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoResponses, Modify, OpenApi};
+
+use crate::{Problem, instances, operations, plans};
+
+/// Declares a documented problem response: one status, its meaning, a problem body.
+/// These types only describe responses for the document and are never built.
+macro_rules! problem_response {
+    ($name:ident, $status:literal, $description:literal) => {
+        #[derive(IntoResponses)]
+        #[response(
+                                                    status = $status,
+                                                    description = $description,
+                                                    content_type = "application/problem+json"
+                                                )]
+        #[allow(dead_code, reason = "describes a response; never built")]
+        pub struct $name(Problem);
+    };
+}
+
+problem_response!(
+    Malformed,
+    400,
+    "`malformed_request`: the body is not the expected JSON (syntax, types, unknown members); `invalid_idempotency_key`"
+);
+problem_response!(
+    NotFound,
+    404,
+    "`not_found`: no such object, or one the caller may not see"
+);
+problem_response!(
+    Conflict,
+    409,
+    "`domain_unavailable`: the domain is reserved or already hosted; `invalid_state`, `concurrent_change`"
+);
+problem_response!(Gone, 410, "`gone`: the instance has been deleted");
+problem_response!(
+    TooLarge,
+    413,
+    "`payload_too_large`: the body exceeds 64 KiB"
+);
+problem_response!(
+    Unprocessable,
+    422,
+    "`invalid_domain`, `invalid_email`, `invalid_version`, `unknown_plan` (with `field` naming the member), or `idempotency_key_reused`"
+);
+problem_response!(
+    ServerError,
+    500,
+    "`internal_error`: the request failed on the server; details are logged, not returned"
+);
+problem_response!(Unavailable, 503, "`database_unavailable`: retry later");
+
+/// `unauthenticated`: no token, or one that is invalid, expired or revoked.
+#[derive(IntoResponses)]
+#[response(
+    status = 401,
+    content_type = "application/problem+json",
+    headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"herd\"`"))
+)]
+#[allow(dead_code, reason = "describes a response; never built")]
+pub struct Unauthenticated(Problem);
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API token from `herd token create`."))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Herd API",
+        description = "Order, follow and delete managed Mastodon servers. Errors are RFC 9457 problem documents with a stable `code`."
+    ),
+    paths(
+        plans::list,
+        instances::create,
+        instances::list,
+        instances::show,
+        instances::delete,
+        operations::show,
+        document,
+    ),
+    components(schemas(Problem)),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "plans", description = "What can be ordered"),
+        (name = "instances", description = "Hosted Mastodon servers"),
+        (name = "operations", description = "Long-running work to follow"),
+        (name = "meta", description = "The API itself"),
+    )
+)]
+pub struct ApiDoc;
+
+static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
+    ApiDoc::openapi()
+        .to_json()
+        .expect("the OpenAPI document always serialises")
+});
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "get_openapi",
+    tag = "meta",
+    security(()),
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json"))
+)]
+pub async fn document() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(DOCUMENT.as_str())
+}

@@ -1,0 +1,349 @@
+//! Ordering and deleting instances.
+//!
+//! Each is one transaction that changes the instance, enqueues the job doing
+//! the work, records the operation people follow, announces the change on
+//! the outbox and writes the audit trail: all of it happens or none, so a
+//! worker never sees a job without its instance, nor a customer an instance
+//! nobody will provision.
+
+use actix_web::http::StatusCode;
+use diesel_async::AsyncConnection;
+use diesel_async::AsyncPgConnection;
+use herd_core::domain::Domain;
+use herd_core::lifecycle::{InstanceState, LifecycleEvent};
+use herd_core::version::{DEFAULT_VERSION, MastodonVersion, OLDEST_SUPPORTED};
+use herd_db::DbError;
+use herd_db::audit::{self, Actor, AuditEntry};
+use herd_db::idempotency::{self, StoredResponse};
+use herd_db::instances::{self, Instance, NewInstance};
+use herd_db::jobs::{self, NewJob};
+use herd_db::operations::{self, NewOperation, Operation};
+use herd_db::{outbox, plans};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::auth::Principal;
+use crate::body::HashedJson;
+use crate::dto::{Accepted, CreateInstanceRequest};
+use crate::email::check_email;
+use crate::{ApiState, Problem};
+
+/// The steps of the provisioning and deletion jobs, in the order they run,
+/// so an operation lists its progress as the work proceeds.
+const PROVISION_STEPS: [&str; 6] = [
+    "place",
+    "secrets",
+    "tenant_database",
+    "tenant_bucket",
+    "apply",
+    "ready",
+];
+const DELETE_STEPS: [&str; 3] = ["workloads", "tenant_data", "finish"];
+
+/// Attempts a provisioning or deletion job gets before an operator must look:
+/// enough to ride out a cluster or database restart under backoff.
+const JOB_ATTEMPTS: i32 = 10;
+
+/// A status and JSON body, as first answered and as replayed for an idempotency key.
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: serde_json::Value,
+}
+
+fn accepted(instance: Instance, operation: Operation) -> Answer {
+    let body = Accepted {
+        instance: instance.into(),
+        operation: operation.into(),
+    };
+    Answer {
+        status: StatusCode::ACCEPTED,
+        body: serde_json::to_value(body).expect("API types always serialise"),
+    }
+}
+
+/// An order that passed every check that needs no lock.
+struct Order {
+    domain: Domain,
+    web_domain: Domain,
+    plan: String,
+    version: MastodonVersion,
+    owner_email: String,
+}
+
+fn unprocessable(code: &'static str, title: &str, field: &str, detail: String) -> Problem {
+    Problem::new(StatusCode::UNPROCESSABLE_ENTITY, code, title, detail)
+        .with_extensions(json!({ "field": field }))
+}
+
+fn domain_unavailable(domain: &Domain) -> Problem {
+    Problem::new(
+        StatusCode::CONFLICT,
+        "domain_unavailable",
+        "Domain unavailable",
+        format!("the domain {domain} cannot be ordered"),
+    )
+}
+
+fn parse_domain(field: &str, input: &str) -> Result<Domain, Problem> {
+    Domain::parse(input)
+        .map_err(|err| unprocessable("invalid_domain", "Invalid domain", field, err.to_string()))
+}
+
+fn parse_version(input: Option<&str>) -> Result<MastodonVersion, Problem> {
+    let Some(input) = input else {
+        return Ok(DEFAULT_VERSION);
+    };
+    let invalid =
+        |detail: String| unprocessable("invalid_version", "Invalid version", "version", detail);
+    let version: MastodonVersion = input.parse().map_err(|err| invalid(format!("{err}")))?;
+    if !version.is_supported() {
+        return Err(invalid(format!(
+            "Mastodon {version} is not hosted; the oldest hosted version is {OLDEST_SUPPORTED}"
+        )));
+    }
+    Ok(version)
+}
+
+async fn check_order(
+    conn: &mut AsyncPgConnection,
+    request: &CreateInstanceRequest,
+) -> Result<Order, Problem> {
+    let domain = parse_domain("domain", &request.domain)?;
+    let web_domain = match &request.web_domain {
+        Some(web_domain) => parse_domain("web_domain", web_domain)?,
+        None => domain.clone(),
+    };
+    if plans::find_offered_plan(conn, &request.plan)
+        .await?
+        .is_none()
+    {
+        return Err(unprocessable(
+            "unknown_plan",
+            "Unknown plan",
+            "plan",
+            format!("no plan named `{}` is offered", request.plan),
+        ));
+    }
+    let version = parse_version(request.version.as_deref())?;
+    let owner_email = check_email(&request.owner_email).map_err(|reason| {
+        unprocessable("invalid_email", "Invalid e-mail", "owner_email", reason)
+    })?;
+    for name in [&domain, &web_domain] {
+        if instances::is_reserved(conn, name.as_str()).await? {
+            return Err(domain_unavailable(name));
+        }
+    }
+    Ok(Order {
+        domain,
+        web_domain,
+        plan: request.plan.clone(),
+        version,
+        owner_email,
+    })
+}
+
+/// Places an order for `principal`. With an idempotency key, a retry with the
+/// same body gets the first answer and changes nothing.
+pub async fn place(
+    state: &ApiState,
+    principal: &Principal,
+    request: HashedJson<CreateInstanceRequest>,
+    key: Option<String>,
+) -> Result<Answer, Problem> {
+    let account = principal.0.account_id;
+    let mut conn = state.connection().await?;
+    if let Some(key) = &key
+        && let Some(stored) = idempotency::find_response(&mut conn, account, key).await?
+    {
+        return replay(stored, &request.sha256);
+    }
+    let order = check_order(&mut conn, &request.value).await?;
+    let created = conn
+        .transaction(async |conn| {
+            let answer = create(conn, principal, &order).await?;
+            if let Some(key) = &key {
+                let stored = StoredResponse {
+                    request_sha256: request.sha256.clone(),
+                    status: answer.status.as_u16(),
+                    body: answer.body.clone(),
+                };
+                idempotency::store_response(conn, account, key, &stored).await?;
+            }
+            Ok::<_, DbError>(answer)
+        })
+        .await;
+    match created {
+        Ok(answer) => Ok(answer),
+        Err(err) => {
+            // A concurrent request with the same key committed first (this
+            // one then collides on the domain or the key): its answer is ours.
+            if let Some(key) = &key
+                && let Some(stored) = idempotency::find_response(&mut conn, account, key).await?
+            {
+                return replay(stored, &request.sha256);
+            }
+            Err(err.into())
+        }
+    }
+}
+
+fn replay(stored: StoredResponse, request_sha256: &[u8]) -> Result<Answer, Problem> {
+    if stored.request_sha256 != request_sha256 {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "Idempotency key reused",
+            "the Idempotency-Key was used before with a different request body",
+        ));
+    }
+    Ok(Answer {
+        status: StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        body: stored.body,
+    })
+}
+
+async fn create(
+    conn: &mut AsyncPgConnection,
+    principal: &Principal,
+    order: &Order,
+) -> Result<Answer, DbError> {
+    let instance_id = Uuid::now_v7();
+    let operation_id = Uuid::now_v7();
+    let version = order.version.to_string();
+    let instance = instances::create_instance(
+        conn,
+        NewInstance {
+            id: instance_id,
+            owner_id: principal.0.account_id,
+            domain: order.domain.as_str(),
+            web_domain: order.web_domain.as_str(),
+            owner_email: &order.owner_email,
+            plan_name: &order.plan,
+            version: &version,
+        },
+    )
+    .await?;
+    let job = jobs::enqueue(
+        conn,
+        NewJob {
+            kind: "provision_instance",
+            payload: json!({ "instance_id": instance_id, "operation_id": operation_id }),
+            dedupe_key: Some(&format!("provision:{instance_id}")),
+            max_attempts: JOB_ATTEMPTS,
+        },
+    )
+    .await?;
+    let operation = operations::create_operation(
+        conn,
+        NewOperation {
+            id: operation_id,
+            instance_id,
+            kind: "provision",
+            steps: &PROVISION_STEPS,
+            started_by: Some(principal.0.account_id),
+            job_id: Some(job.0),
+        },
+    )
+    .await?;
+    let facts = json!({
+        "instance_id": instance_id,
+        "operation_id": operation_id,
+        "owner_id": principal.0.account_id,
+        "domain": order.domain,
+        "web_domain": order.web_domain,
+        "plan": order.plan,
+        "version": version,
+    });
+    outbox::publish(conn, "instance.created", facts.clone()).await?;
+    audit::record(
+        conn,
+        AuditEntry {
+            actor: Actor::Account(principal.0),
+            action: "instance.create",
+            object_kind: "instance",
+            object_id: instance_id.to_string(),
+            details: facts,
+        },
+    )
+    .await?;
+    Ok(accepted(instance, operation))
+}
+
+fn gone() -> Problem {
+    Problem::new(
+        StatusCode::GONE,
+        "gone",
+        "Gone",
+        "the instance has been deleted",
+    )
+}
+
+/// Starts deleting an instance the principal may see. Asking again while the
+/// deletion runs answers with the running deletion and changes nothing.
+pub async fn delete(state: &ApiState, principal: &Principal, id: Uuid) -> Result<Answer, Problem> {
+    let mut conn = state.connection().await?;
+    conn.transaction(async |conn| {
+        let instance = instances::find_instance(conn, &principal.0, id)
+            .await?
+            .ok_or_else(Problem::not_found)?;
+        if instance.state == InstanceState::Deleted {
+            return Err(gone());
+        }
+        let operation_id = Uuid::now_v7();
+        // A concurrent first request holds the dedupe key until it commits,
+        // so this waits for it and then finds its job and operation.
+        let job = jobs::enqueue(
+            conn,
+            NewJob {
+                kind: "delete_instance",
+                payload: json!({ "instance_id": id, "operation_id": operation_id }),
+                dedupe_key: Some(&format!("delete:{id}")),
+                max_attempts: JOB_ATTEMPTS,
+            },
+        )
+        .await?;
+        if let Some(operation) = operations::find_operation_by_job(conn, job.0).await? {
+            return Ok(accepted(instance, operation));
+        }
+        let previous = instance.state.name();
+        let instance = instances::transition(conn, id, &LifecycleEvent::DeletionRequested).await?;
+        let operation = operations::create_operation(
+            conn,
+            NewOperation {
+                id: operation_id,
+                instance_id: id,
+                kind: "delete",
+                steps: &DELETE_STEPS,
+                started_by: Some(principal.0.account_id),
+                job_id: Some(job.0),
+            },
+        )
+        .await?;
+        let facts = json!({
+            "instance_id": id,
+            "operation_id": operation_id,
+            "domain": instance.domain,
+            "previous_state": previous,
+        });
+        outbox::publish(conn, "instance.deletion_requested", facts.clone()).await?;
+        audit::record(
+            conn,
+            AuditEntry {
+                actor: Actor::Account(principal.0),
+                action: "instance.delete",
+                object_kind: "instance",
+                object_id: id.to_string(),
+                details: facts,
+            },
+        )
+        .await?;
+        Ok(accepted(instance, operation))
+    })
+    .await
+}
+
+impl From<Answer> for actix_web::HttpResponse {
+    fn from(answer: Answer) -> Self {
+        actix_web::HttpResponse::build(answer.status).json(answer.body)
+    }
+}
