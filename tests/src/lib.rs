@@ -38,3 +38,48 @@ where
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// A database of its own for one test, migrated from scratch, so tests never
+/// see each other's rows.
+pub struct TestDatabase {
+    admin: diesel_async::AsyncPgConnection,
+    name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub async fn create(prefix: &str) -> Self {
+        use diesel_async::{AsyncConnection, RunQueryDsl};
+        let admin_url = stack_setting("HERD_PG_ADMIN_URL");
+        let mut admin = diesel_async::AsyncPgConnection::establish(&admin_url)
+            .await
+            .expect("superuser connection");
+        let name = unique_name(prefix).replace('-', "_");
+        diesel::sql_query(format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create database");
+        let mut url = url::Url::parse(&admin_url).expect("admin URL");
+        url.set_path(&name);
+        let url = url.to_string();
+        herd_db::run_pending_migrations(&url)
+            .await
+            .expect("migrations apply");
+        TestDatabase { admin, name, url }
+    }
+
+    pub async fn connect(&self) -> diesel_async::AsyncPgConnection {
+        use diesel_async::AsyncConnection;
+        diesel_async::AsyncPgConnection::establish(&self.url)
+            .await
+            .expect("connection")
+    }
+
+    pub async fn drop_database(mut self) {
+        use diesel_async::RunQueryDsl;
+        diesel::sql_query(format!("DROP DATABASE {} WITH (FORCE)", self.name))
+            .execute(&mut self.admin)
+            .await
+            .expect("drop database");
+    }
+}

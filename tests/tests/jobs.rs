@@ -9,48 +9,8 @@ use diesel::sql_types;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use herd_db::jobs::{self, JobId, JobState, NewJob};
 use herd_db::{DbError, outbox};
-use herd_e2e::{stack_setting, unique_name};
+use herd_e2e::TestDatabase;
 use serde_json::json;
-
-struct TestDatabase {
-    admin: AsyncPgConnection,
-    name: String,
-    url: String,
-}
-
-impl TestDatabase {
-    async fn create() -> Self {
-        let admin_url = stack_setting("HERD_PG_ADMIN_URL");
-        let mut admin = AsyncPgConnection::establish(&admin_url)
-            .await
-            .expect("superuser connection");
-        let name = unique_name("herd_jobs").replace('-', "_");
-        diesel::sql_query(format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .expect("create database");
-        let mut url = url::Url::parse(&admin_url).expect("admin URL");
-        url.set_path(&name);
-        let url = url.to_string();
-        herd_db::run_pending_migrations(&url)
-            .await
-            .expect("migrations apply");
-        TestDatabase { admin, name, url }
-    }
-
-    async fn connect(&self) -> AsyncPgConnection {
-        AsyncPgConnection::establish(&self.url)
-            .await
-            .expect("connection")
-    }
-
-    async fn drop_database(mut self) {
-        diesel::sql_query(format!("DROP DATABASE {} WITH (FORCE)", self.name))
-            .execute(&mut self.admin)
-            .await
-            .expect("drop database");
-    }
-}
 
 fn job<'a>(kind: &'a str, dedupe_key: Option<&'a str>, max_attempts: i32) -> NewJob<'a> {
     NewJob {
@@ -72,7 +32,7 @@ const LEASE: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_workers_claim_each_job_exactly_once() {
-    let db = TestDatabase::create().await;
+    let db = TestDatabase::create("herd_jobs").await;
     let mut conn = db.connect().await;
     let mut enqueued = BTreeSet::new();
     for n in 0..200 {
@@ -144,7 +104,7 @@ async fn concurrent_workers_claim_each_job_exactly_once() {
 
 #[tokio::test]
 async fn an_expired_lease_lets_another_worker_take_over() {
-    let db = TestDatabase::create().await;
+    let db = TestDatabase::create("herd_jobs").await;
     let mut first = db.connect().await;
     let mut second = db.connect().await;
     let id = jobs::enqueue(&mut first, job("test.lease", None, 5))
@@ -217,7 +177,7 @@ async fn an_expired_lease_lets_another_worker_take_over() {
 
 #[tokio::test]
 async fn a_worker_dying_in_the_final_attempt_fails_the_job() {
-    let db = TestDatabase::create().await;
+    let db = TestDatabase::create("herd_jobs").await;
     let mut conn = db.connect().await;
     let id = jobs::enqueue(&mut conn, job("test.final", None, 1))
         .await
@@ -251,7 +211,7 @@ async fn a_worker_dying_in_the_final_attempt_fails_the_job() {
 
 #[tokio::test]
 async fn failures_back_off_and_the_last_one_fails_the_job() {
-    let db = TestDatabase::create().await;
+    let db = TestDatabase::create("herd_jobs").await;
     let mut conn = db.connect().await;
     let id = jobs::enqueue(&mut conn, job("test.fail", None, 3))
         .await
@@ -356,7 +316,7 @@ async fn failures_back_off_and_the_last_one_fails_the_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dedupe_key_makes_double_enqueue_one_job() {
-    let db = TestDatabase::create().await;
+    let db = TestDatabase::create("herd_jobs").await;
     let mut conn = db.connect().await;
 
     let first = jobs::enqueue(
@@ -408,7 +368,7 @@ async fn a_dedupe_key_makes_double_enqueue_one_job() {
 
 #[tokio::test]
 async fn completed_steps_survive_a_crash_and_are_listed() {
-    let db = TestDatabase::create().await;
+    let db = TestDatabase::create("herd_jobs").await;
     let mut conn = db.connect().await;
     let id = jobs::enqueue(&mut conn, job("test.steps", None, 3))
         .await
@@ -497,7 +457,7 @@ async fn completed_steps_survive_a_crash_and_are_listed() {
 
 #[tokio::test]
 async fn outbox_messages_exist_only_when_their_transaction_commits() {
-    let db = TestDatabase::create().await;
+    let db = TestDatabase::create("herd_jobs").await;
     let mut conn = db.connect().await;
 
     let committed = conn
@@ -537,7 +497,7 @@ async fn outbox_messages_exist_only_when_their_transaction_commits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_relays_deliver_each_message_exactly_once() {
-    let db = TestDatabase::create().await;
+    let db = TestDatabase::create("herd_jobs").await;
     let mut conn = db.connect().await;
     let mut published = BTreeSet::new();
     for n in 0..100 {
