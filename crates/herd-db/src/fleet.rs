@@ -265,3 +265,13 @@ fn unseal_text(sealer: &Sealer, sealed: &[u8], context: &str) -> Result<String, 
         message: err.to_string(),
     })
 }
+
+/// The clusters instances may run on: active and draining ones.
+pub async fn serving_cluster_ids(conn: &mut AsyncPgConnection) -> Result<Vec<Uuid>, DbError> {
+    Ok(clusters::table
+        .filter(clusters::state.ne("retired"))
+        .order(clusters::name)
+        .select(clusters::id)
+        .load(conn)
+        .await?)
+}

@@ -8,6 +8,7 @@ use herd_core::lifecycle::{InstanceState, LifecycleEvent};
 use herd_db::Backoff;
 use herd_db::jobs::{ClaimedJob, JobState};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{InstanceJob, JobError, Services, delete, provision};
 
@@ -55,7 +56,12 @@ async fn idle(shutdown: &CancellationToken) {
 
 async fn execute(services: &Arc<Services>, worker_id: &str, job: ClaimedJob) {
     let span = tracing::info_span!("job", id = %job.id.0, kind = %job.kind, attempt = job.attempts);
-    let _entered = span.enter();
+    execute_in_span(services, worker_id, job)
+        .instrument(span)
+        .await;
+}
+
+async fn execute_in_span(services: &Arc<Services>, worker_id: &str, job: ClaimedJob) {
     let lost = CancellationToken::new();
     let heartbeat = tokio::spawn(keep_lease(
         services.clone(),

@@ -6,6 +6,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use herd_kube::children::ClusterProfile;
 use serde::Deserialize;
 use thiserror::Error;
 use url::Url;
@@ -45,6 +46,16 @@ struct RawSettings {
     kubeconfig: Option<String>,
     log_format: Option<String>,
     log_filter: Option<String>,
+    secret_key: Option<String>,
+    installation: Option<String>,
+    retired_secret_keys: Option<String>,
+    workers: Option<String>,
+    job_lease_seconds: Option<String>,
+    reconcile: Option<String>,
+    ingress_class: Option<String>,
+    ingress_namespace: Option<String>,
+    cluster_issuer: Option<String>,
+    data_service_cidrs: Option<String>,
 }
 
 /// One setting's two spellings.
@@ -76,6 +87,46 @@ const LOG_FORMAT: Setting = Setting {
 const LOG_FILTER: Setting = Setting {
     env: "HERD_LOG",
     key: "log_filter",
+};
+const SECRET_KEY: Setting = Setting {
+    env: "HERD_SECRET_KEY",
+    key: "secret_key",
+};
+const RETIRED_SECRET_KEYS: Setting = Setting {
+    env: "HERD_RETIRED_SECRET_KEYS",
+    key: "retired_secret_keys",
+};
+const INSTALLATION: Setting = Setting {
+    env: "HERD_INSTALLATION",
+    key: "installation",
+};
+const WORKERS: Setting = Setting {
+    env: "HERD_WORKERS",
+    key: "workers",
+};
+const JOB_LEASE_SECONDS: Setting = Setting {
+    env: "HERD_JOB_LEASE_SECONDS",
+    key: "job_lease_seconds",
+};
+const RECONCILE: Setting = Setting {
+    env: "HERD_RECONCILE",
+    key: "reconcile",
+};
+const INGRESS_CLASS: Setting = Setting {
+    env: "HERD_INGRESS_CLASS",
+    key: "ingress_class",
+};
+const INGRESS_NAMESPACE: Setting = Setting {
+    env: "HERD_INGRESS_NAMESPACE",
+    key: "ingress_namespace",
+};
+const CLUSTER_ISSUER: Setting = Setting {
+    env: "HERD_CLUSTER_ISSUER",
+    key: "cluster_issuer",
+};
+const DATA_SERVICE_CIDRS: Setting = Setting {
+    env: "HERD_DATA_SERVICE_CIDRS",
+    key: "data_service_cidrs",
 };
 
 impl Setting {
@@ -132,6 +183,17 @@ pub struct Settings {
     pub kubeconfig: Option<PathBuf>,
     pub log_format: LogFormat,
     pub log_filter: String,
+    /// Seals credentials at rest; `None` until a command needs it.
+    pub sealer: Option<herd_db::Sealer>,
+    /// Names this installation's resources in shared clusters.
+    pub installation: String,
+    /// Job workers this process runs; 0 leaves the work to other processes.
+    pub workers: u32,
+    /// How long a worker holds a job without renewing it.
+    pub job_lease: std::time::Duration,
+    /// Whether this process runs the reconciler of every registered cluster.
+    pub reconcile: bool,
+    pub cluster_profile: ClusterProfile,
 }
 
 impl Settings {
@@ -155,7 +217,24 @@ impl Settings {
         overlay(&mut raw.kubeconfig, &KUBECONFIG);
         overlay(&mut raw.log_format, &LOG_FORMAT);
         overlay(&mut raw.log_filter, &LOG_FILTER);
+        overlay(&mut raw.secret_key, &SECRET_KEY);
+        overlay(&mut raw.installation, &INSTALLATION);
+        overlay(&mut raw.retired_secret_keys, &RETIRED_SECRET_KEYS);
+        overlay(&mut raw.workers, &WORKERS);
+        overlay(&mut raw.job_lease_seconds, &JOB_LEASE_SECONDS);
+        overlay(&mut raw.reconcile, &RECONCILE);
+        overlay(&mut raw.ingress_class, &INGRESS_CLASS);
+        overlay(&mut raw.ingress_namespace, &INGRESS_NAMESPACE);
+        overlay(&mut raw.cluster_issuer, &CLUSTER_ISSUER);
+        overlay(&mut raw.data_service_cidrs, &DATA_SERVICE_CIDRS);
         validate(raw)
+    }
+
+    /// The sealing key, for the commands that read or write credentials.
+    pub fn require_sealer(&self) -> Result<&herd_db::Sealer, ConfigError> {
+        self.sealer.as_ref().ok_or_else(|| {
+            SECRET_KEY.missing("32 random bytes in unpadded base64url, e.g. from `head -c32 /dev/urandom | basenc --base64url`")
+        })
     }
 
     /// The database URL, for the commands that cannot work without one.
@@ -215,6 +294,84 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
     let log_filter = raw.log_filter.unwrap_or_else(|| "info".to_owned());
     tracing_subscriber::EnvFilter::try_new(&log_filter)
         .map_err(|err| LOG_FILTER.invalid(format!("`{log_filter}`: {err}")))?;
+    let retired: Vec<String> = raw
+        .retired_secret_keys
+        .map(|keys| {
+            keys.split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let sealer = match raw.secret_key {
+        Some(key) => Some(
+            herd_db::Sealer::new(&key, &retired)
+                .map_err(|err| SECRET_KEY.invalid(err.to_string()))?,
+        ),
+        None if !retired.is_empty() => {
+            return Err(SECRET_KEY.missing("retired keys are set but no current one"));
+        }
+        None => None,
+    };
+    let installation = raw.installation.unwrap_or_else(|| "herd".to_owned());
+    let label_value = !installation.is_empty()
+        && installation.len() <= 63
+        && installation
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !installation.starts_with('-')
+        && !installation.ends_with('-');
+    if !label_value {
+        return Err(INSTALLATION.invalid(format!(
+            "`{installation}` must be 1 to 63 lowercase letters, digits or inner hyphens"
+        )));
+    }
+    let workers = match raw.workers {
+        Some(value) => match value.parse::<u32>() {
+            Ok(n) if n <= 64 => n,
+            _ => return Err(WORKERS.invalid(format!("`{value}` is not a number from 0 to 64"))),
+        },
+        None => 4,
+    };
+    let job_lease = match raw.job_lease_seconds {
+        Some(value) => match value.parse::<u64>() {
+            Ok(n) if (3..=3600).contains(&n) => std::time::Duration::from_secs(n),
+            _ => {
+                return Err(
+                    JOB_LEASE_SECONDS.invalid(format!("`{value}` is not a number from 3 to 3600"))
+                );
+            }
+        },
+        None => std::time::Duration::from_secs(30),
+    };
+    let reconcile = match raw.reconcile.as_deref() {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(other) => {
+            return Err(RECONCILE.invalid(format!("`{other}` is neither `true` nor `false`")));
+        }
+    };
+    let defaults = ClusterProfile::default();
+    let data_service_cidrs = match raw.data_service_cidrs {
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(|cidr| {
+                parse_cidr(cidr)
+                    .map_err(|message| DATA_SERVICE_CIDRS.invalid(format!("`{cidr}`: {message}")))
+            })
+            .collect::<Result<_, _>>()?,
+        None => defaults.data_service_cidrs,
+    };
+    let cluster_profile = ClusterProfile {
+        ingress_class: raw.ingress_class.unwrap_or(defaults.ingress_class),
+        ingress_namespace: raw.ingress_namespace.unwrap_or(defaults.ingress_namespace),
+        cluster_issuer: raw.cluster_issuer.unwrap_or(defaults.cluster_issuer),
+        data_service_cidrs,
+        ..defaults
+    };
     Ok(Settings {
         listen_addr,
         database_url,
@@ -222,7 +379,25 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
         kubeconfig,
         log_format,
         log_filter,
+        sealer,
+        installation,
+        workers,
+        job_lease,
+        reconcile,
+        cluster_profile,
     })
+}
+
+/// `address/prefix`, with the prefix within the address family's length.
+fn parse_cidr(cidr: &str) -> Result<String, String> {
+    let (address, prefix) = cidr.split_once('/').ok_or("not in address/prefix form")?;
+    let address: std::net::IpAddr = address.parse().map_err(|_| "not an IP address")?;
+    let prefix: u8 = prefix.parse().map_err(|_| "the prefix is not a number")?;
+    let longest = if address.is_ipv4() { 32 } else { 128 };
+    if prefix > longest {
+        return Err(format!("the prefix exceeds {longest}"));
+    }
+    Ok(format!("{address}/{prefix}"))
 }
 
 fn parse_database_url(value: String) -> Result<DatabaseUrl, ConfigError> {
@@ -260,6 +435,9 @@ mod tests {
         assert_eq!(settings.log_format, LogFormat::Text);
         assert!(settings.database_url.is_none());
         assert!(settings.require_database_url().is_err());
+        assert!(settings.require_sealer().is_err());
+        assert_eq!(settings.workers, 4);
+        assert!(settings.reconcile);
     }
 
     #[test]
@@ -332,5 +510,86 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("listen_adress"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod cluster_settings {
+    use super::*;
+
+    #[test]
+    fn cluster_profile_comes_from_settings() {
+        let env = std::collections::HashMap::from([
+            ("HERD_INGRESS_CLASS".to_owned(), "traefik".to_owned()),
+            (
+                "HERD_DATA_SERVICE_CIDRS".to_owned(),
+                "10.20.0.0/16,fd00::/8".to_owned(),
+            ),
+            (
+                "HERD_SECRET_KEY".to_owned(),
+                herd_db::Sealer::generate_key().unwrap(),
+            ),
+        ]);
+        let settings = Settings::load(None, |name| env.get(name).cloned()).unwrap();
+        assert_eq!(settings.cluster_profile.ingress_class, "traefik");
+        assert_eq!(
+            settings.cluster_profile.data_service_cidrs,
+            ["10.20.0.0/16", "fd00::/8"]
+        );
+        assert!(settings.require_sealer().is_ok());
+    }
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let env: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::load(None, |name| env.get(name).cloned())
+    }
+
+    #[test]
+    fn errors_name_the_bad_operational_setting() {
+        let err = load(&[("HERD_SECRET_KEY", "too-short")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("HERD_SECRET_KEY") && !err.contains("too-short"),
+            "{err}"
+        );
+
+        let err = load(&[("HERD_WORKERS", "many")]).unwrap_err().to_string();
+        assert!(err.contains("HERD_WORKERS"), "{err}");
+
+        let err = load(&[("HERD_INSTALLATION", "Prod_1")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HERD_INSTALLATION"), "{err}");
+
+        let err = load(&[("HERD_RECONCILE", "maybe")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HERD_RECONCILE"), "{err}");
+
+        let err = load(&[("HERD_DATA_SERVICE_CIDRS", "10.0.0.0/8, 10.1.2.3/33")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("HERD_DATA_SERVICE_CIDRS") && err.contains("10.1.2.3/33"),
+            "{err}"
+        );
+
+        let err = load(&[("HERD_RETIRED_SECRET_KEYS", "abc")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HERD_SECRET_KEY"), "{err}");
+    }
+
+    #[test]
+    fn operational_defaults() {
+        let settings = load(&[]).unwrap();
+        assert!(settings.require_sealer().is_err());
+        assert_eq!(settings.workers, 4);
+        assert!(settings.reconcile);
+        assert_eq!(settings.installation, "herd");
     }
 }

@@ -1,6 +1,8 @@
 //! The `herd` binary: one process image for every role, chosen by subcommand.
 
+mod background;
 mod config;
+mod fleet_cli;
 mod logging;
 
 use std::path::PathBuf;
@@ -31,7 +33,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the HTTP API, applying pending migrations as soon as the database answers.
+    /// Serve the HTTP API and run job workers and reconcilers, applying pending
+    /// migrations as soon as the database answers.
     Serve,
     /// Manage the database schema.
     Migrate {
@@ -49,6 +52,11 @@ enum Command {
     },
     /// Offer the starter plans, unless plans exist already.
     Seed,
+    /// Register the clusters, database servers and object stores of the fleet.
+    Fleet {
+        #[command(subcommand)]
+        action: fleet_cli::FleetCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,6 +145,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             action: TokenAction::Create { email, role, name },
         } => create_token(settings, &email, role.into(), &name).await,
         Command::Seed => seed(settings).await,
+        Command::Fleet { action } => fleet_cli::run(&settings, action).await,
     }
 }
 
@@ -189,6 +198,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         let schema = schema.clone();
         async move { schema.migrate_until_current(url.expose()).await }
     });
+    let background = background::start(&settings, database.clone(), schema.clone())?;
     let api = herd_api::ApiState {
         pool: database.clone(),
     };
@@ -208,5 +218,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     .with_context(|| format!("binding {}", settings.listen_addr))?
     .run()
     .await?;
+    // Jobs in progress stay leased and are resumed by whichever worker claims them next.
+    background.cancel();
     Ok(())
 }

@@ -1,11 +1,13 @@
 //! `herd serve` as a process, against the real local stack that `deploy/test.sh`
 //! starts: liveness always answers, readiness names the dependency that fails.
 
-use std::net::TcpListener;
+mod support;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::{free_port, stack_setting};
 
 struct Herd {
     child: Child,
@@ -19,20 +21,6 @@ impl Drop for Herd {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn stack_setting(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run these tests through `deploy/test.sh`, which starts the local stack")
-    })
-}
-
 /// Starts `herd serve` with the stack's settings, some of them overridden.
 fn start_herd(overrides: &[(&str, String)]) -> Herd {
     let port = free_port();
@@ -42,6 +30,10 @@ fn start_herd(overrides: &[(&str, String)]) -> Herd {
         .env("DATABASE_URL", stack_setting("DATABASE_URL"))
         .env("KUBECONFIG", stack_setting("KUBECONFIG"))
         .env("HERD_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        // Only the HTTP side is under test here.
+        .env("HERD_WORKERS", "0")
+        .env("HERD_RECONCILE", "false")
+        .env("HERD_SECRET_KEY", herd_db::Sealer::generate_key().unwrap())
         .env_remove("HERD_KUBECONFIG")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());

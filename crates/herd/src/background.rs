@@ -1,0 +1,126 @@
+//! The work `herd serve` does besides answering HTTP: job workers, and a
+//! reconciler for every cluster of the fleet. Both start once the schema is
+//! current and stop when the server does.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use herd_jobs::resource::installation_selector;
+use herd_jobs::{HerdBackend, Services};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::Settings;
+
+/// How often the fleet is checked for clusters registered since the start.
+const CLUSTER_SCAN: Duration = Duration::from_secs(15);
+
+pub fn start(
+    settings: &Settings,
+    pool: herd_db::Pool,
+    schema: herd_db::SchemaStatus,
+) -> anyhow::Result<CancellationToken> {
+    let sealer = settings.require_sealer()?.clone();
+    let mut services = Services::new(
+        pool,
+        sealer,
+        settings.cluster_profile.clone(),
+        herd_jobs::faults::Faults::from_env(),
+        settings.installation.clone(),
+    );
+    services.lease = settings.job_lease;
+    let services = Arc::new(services);
+    let shutdown = CancellationToken::new();
+    let (workers, reconcile) = (settings.workers, settings.reconcile);
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            if !schema_current(&schema, &shutdown).await {
+                return;
+            }
+            let process = Uuid::now_v7().simple().to_string();
+            for index in 0..workers {
+                let worker_id = format!("{}-{process}-{index}", hostname());
+                tokio::spawn(herd_jobs::run_worker(
+                    services.clone(),
+                    worker_id,
+                    shutdown.clone(),
+                ));
+            }
+            if reconcile {
+                supervise_reconcilers(services, shutdown).await;
+            }
+        }
+    });
+    Ok(shutdown)
+}
+
+async fn schema_current(schema: &herd_db::SchemaStatus, shutdown: &CancellationToken) -> bool {
+    while schema.pending_reason().is_some() {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            () = shutdown.cancelled() => return false,
+        }
+    }
+    true
+}
+
+/// Starts a reconciler for each cluster of the fleet, including clusters
+/// registered while Herd runs.
+async fn supervise_reconcilers(services: Arc<Services>, shutdown: CancellationToken) {
+    let backend = Arc::new(HerdBackend::new(services.clone()));
+    let mut running: HashSet<Uuid> = HashSet::new();
+    loop {
+        match cluster_ids(&services).await {
+            Ok(ids) => {
+                let new: Vec<Uuid> = ids.into_iter().filter(|id| !running.contains(id)).collect();
+                for id in new {
+                    match start_reconciler(&services, backend.clone(), id, shutdown.clone()).await {
+                        Ok(()) => {
+                            running.insert(id);
+                        }
+                        Err(err) => {
+                            tracing::warn!(cluster = %id, error = format!("{err:#}"), "cannot reconcile the cluster yet")
+                        }
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(
+                error = format!("{err:#}"),
+                "cannot list the fleet's clusters"
+            ),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(CLUSTER_SCAN) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+async fn cluster_ids(services: &Services) -> anyhow::Result<Vec<Uuid>> {
+    let mut conn = services.conn().await?;
+    Ok(herd_db::fleet::serving_cluster_ids(&mut conn).await?)
+}
+
+async fn start_reconciler(
+    services: &Arc<Services>,
+    backend: Arc<HerdBackend>,
+    cluster: Uuid,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let client = services.cluster_client(cluster).await?;
+    herd_kube::reconciler::install_crd(&client).await?;
+    let reconciler =
+        herd_kube::reconciler::Reconciler::new(client, backend, services.profile.clone())
+            .instance_selector(installation_selector(&services.installation));
+    tokio::spawn(async move { reconciler.run(shutdown.cancelled_owned()).await });
+    tracing::info!(%cluster, "reconciling the cluster's instances");
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_else(|_| "herd".to_owned())
+}

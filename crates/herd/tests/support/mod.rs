@@ -1,0 +1,292 @@
+//! Runs the `herd` binary against the real local stack that `deploy/test.sh`
+//! starts: each `Installation` has a database and an installation label of its
+//! own, so tests run side by side on one stack without seeing each other.
+
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn stack_setting(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run these tests through `deploy/test.sh`, which starts the local stack")
+    })
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn unique(prefix: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}{}", &id[..10])
+}
+
+/// One Herd installation: its own database, sealing key and label.
+pub struct Installation {
+    pub name: String,
+    pub database_url: String,
+    pub secret_key: String,
+    pub port: u16,
+    pub job_lease_seconds: u32,
+    database: String,
+}
+
+impl Installation {
+    pub async fn new() -> Installation {
+        let name = unique("t-");
+        let database = name.replace('-', "_");
+        let admin_url = stack_setting("HERD_PG_ADMIN_URL");
+        let (client, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+            .await
+            .expect("admin connection");
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE {database}"))
+            .await
+            .expect("create database");
+        let mut url = url::Url::parse(&admin_url).unwrap();
+        url.set_path(&database);
+        let secret_key = herd_db::Sealer::generate_key().unwrap();
+        Installation {
+            name,
+            database_url: url.to_string(),
+            secret_key,
+            port: free_port(),
+            job_lease_seconds: 3,
+            database,
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_herd"));
+        command
+            .args(args)
+            .env("DATABASE_URL", &self.database_url)
+            .env("HERD_SECRET_KEY", &self.secret_key)
+            .env("HERD_INSTALLATION", &self.name)
+            .env("HERD_LISTEN_ADDR", format!("127.0.0.1:{}", self.port))
+            .env("HERD_JOB_LEASE_SECONDS", self.job_lease_seconds.to_string())
+            .env("KUBECONFIG", stack_setting("KUBECONFIG"))
+            .env_remove("HERD_KUBECONFIG")
+            .env_remove("HERD_FAULT_CRASH");
+        command
+    }
+
+    /// Runs a one-shot subcommand and returns its stdout; panics with its stderr on failure.
+    pub fn run(&self, args: &[&str], env: &[(&str, &str)]) -> String {
+        let mut command = self.command(args);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = command.output().expect("herd runs");
+        assert!(
+            status.success(),
+            "herd {args:?} failed: {}",
+            String::from_utf8_lossy(&stderr)
+        );
+        String::from_utf8(stdout).unwrap().trim().to_owned()
+    }
+
+    /// Migrates, seeds the plans and registers the stack's cluster, database
+    /// server and object store, as an operator sets up a new installation.
+    pub fn set_up_fleet(&self) {
+        self.run(&["migrate"], &[]);
+        self.run(&["seed"], &[]);
+        let kubeconfig = stack_setting("KUBECONFIG");
+        self.run(
+            &[
+                "fleet",
+                "add-cluster",
+                "--name",
+                "local",
+                "--kubeconfig",
+                &kubeconfig,
+            ],
+            &[],
+        );
+        let admin_url = stack_setting("HERD_PG_ADMIN_URL");
+        let port = url::Url::parse(&admin_url)
+            .unwrap()
+            .port()
+            .unwrap()
+            .to_string();
+        self.run(
+            &[
+                "fleet",
+                "add-database-server",
+                "--name",
+                "local",
+                "--tenant-host",
+                "127.0.0.1",
+                "--tenant-port",
+                &port,
+            ],
+            &[("HERD_FLEET_ADMIN_URL", &admin_url)],
+        );
+        let token = stack_setting("HERD_GARAGE_ADMIN_TOKEN");
+        self.run(
+            &[
+                "fleet",
+                "add-object-store",
+                "--name",
+                "local",
+                "--s3-endpoint",
+                &stack_setting("HERD_S3_ENDPOINT"),
+                "--s3-region",
+                &stack_setting("HERD_S3_REGION"),
+                "--admin-endpoint",
+                &stack_setting("HERD_GARAGE_ADMIN_URL"),
+            ],
+            &[("HERD_FLEET_ADMIN_TOKEN", &token)],
+        );
+    }
+
+    pub fn token(&self, email: &str, role: &str) -> String {
+        self.run(&["token", "create", "--email", email, "--role", role], &[])
+    }
+
+    /// Starts `herd serve`; `crash_at` arms an injected crash point.
+    pub fn serve(&self, crash_at: Option<&str>) -> Server {
+        let mut command = self.command(&["serve"]);
+        if let Some(point) = crash_at {
+            command.env("HERD_FAULT_CRASH", point);
+        }
+        command.stdout(Stdio::null()).stderr(Stdio::inherit());
+        Server {
+            child: command.spawn().expect("herd serve starts"),
+            base: self.base_url(),
+        }
+    }
+
+    pub async fn drop_database(&self) {
+        let (client, connection) =
+            tokio_postgres::connect(&stack_setting("HERD_PG_ADMIN_URL"), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.database
+            ))
+            .await
+            .unwrap();
+    }
+}
+
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Server {
+    /// Waits for the process to end by itself (an injected crash) and returns whether it crashed.
+    pub fn wait_for_exit(&mut self, deadline: Duration) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < deadline,
+                "herd did not stop within {deadline:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP client speaking to one installation with one token.
+pub struct Api {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: String,
+}
+
+impl Api {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Polls until the server answers `/healthz`.
+    pub async fn wait_until_serving(&self) {
+        let started = Instant::now();
+        while self
+            .http
+            .get(format!("{}/healthz", self.base))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "herd never served"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Polls an operation until it ends, returning it.
+    pub async fn wait_for_operation(&self, id: &str, deadline: Duration) -> Value {
+        let started = Instant::now();
+        loop {
+            let (status, operation) = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/api/v1/operations/{id}"),
+                    None,
+                )
+                .await;
+            if status == 200 && matches!(operation["state"].as_str(), Some("succeeded" | "failed"))
+            {
+                return operation;
+            }
+            assert!(
+                started.elapsed() < deadline,
+                "operation {id} did not end within {deadline:?}: {operation}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
