@@ -25,7 +25,9 @@ pub struct InstanceSecrets {
 // Values are credentials: only the names may be printed.
 impl fmt::Debug for InstanceSecrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("InstanceSecrets").field("keys", &self.env.keys().collect::<Vec<_>>()).finish()
+        f.debug_struct("InstanceSecrets")
+            .field("keys", &self.env.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -87,7 +89,11 @@ impl Child {
     }
 
     pub fn gvk(&self) -> GroupVersionKind {
-        GroupVersionKind::gvk(&self.resource.group, &self.resource.version, &self.resource.kind)
+        GroupVersionKind::gvk(
+            &self.resource.group,
+            &self.resource.version,
+            &self.resource.kind,
+        )
     }
 }
 
