@@ -22,6 +22,7 @@ up() {
   log "building herd"
   cargo build --locked --bin herd
   local herd="$CARGO_TARGET_DIR/debug/herd"
+  set_up_installation "$herd"
 
   if daemon_running "$STATE" herd; then
     log "restarting herd with the fresh build"
@@ -40,18 +41,54 @@ up() {
     die "herd did not become ready at $url (log: $STATE/logs/herd.log)"
   fi
 
+  local operator customer
+  operator="$(cat "$STATE/secrets/demo-operator-token")"
+  customer="$(cat "$STATE/secrets/demo-customer-token")"
   cat <<MSG
 
 Herd is running at $url
-  health:     curl $url/healthz
-  readiness:  curl $url/readyz
-  log in:     the API is open on 127.0.0.1 for now; accounts and API tokens
-              come with the data model (see docs/architecture.md)
-  cluster:    export KUBECONFIG=$KUBECONFIG; kubectl get nodes
+  log in (API tokens, sent as "Authorization: Bearer <token>"):
+    operator@herd.localhost  $operator
+    customer@herd.localhost  $customer
+  try:        curl -H "Authorization: Bearer $customer" $url/api/v1/plans
+  order:      curl -H "Authorization: Bearer $customer" -H 'Content-Type: application/json' \\
+                -d '{"domain":"demo.example.social","plan":"small","owner_email":"you@example.org"}' \\
+                $url/api/v1/instances
+  API docs:   $url/openapi.json and docs/api.md
+  health:     curl $url/healthz; curl $url/readyz
+  cluster:    export KUBECONFIG=$KUBECONFIG; kubectl get nodes,mastodoninstances
   settings:   source $STATE/env
   logs:       deploy/dev.sh logs
   stop:       deploy/dev.sh down
 MSG
+}
+
+# First start: the schema, the plans, the local cluster, database server and
+# object store as the fleet, and demo tokens. Every step is idempotent.
+set_up_installation() {
+  local herd="$1" port
+  "$herd" migrate
+  "$herd" seed
+  "$herd" fleet add-cluster --name local --region local --kubeconfig "$KUBECONFIG" >/dev/null
+  port="${HERD_PG_ADMIN_URL##*:}"
+  port="${port%%/*}"
+  HERD_FLEET_ADMIN_URL="$HERD_PG_ADMIN_URL" "$herd" fleet add-database-server \
+    --name local --region local --tenant-host 127.0.0.1 --tenant-port "$port" >/dev/null
+  HERD_FLEET_ADMIN_TOKEN="$HERD_GARAGE_ADMIN_TOKEN" "$herd" fleet add-object-store \
+    --name local --region local --s3-endpoint "$HERD_S3_ENDPOINT" --s3-region "$HERD_S3_REGION" \
+    --admin-endpoint "$HERD_GARAGE_ADMIN_URL" >/dev/null
+  demo_token "$herd" operator operator@herd.localhost
+  demo_token "$herd" customer customer@herd.localhost
+}
+
+# demo_token HERD ROLE EMAIL: a token for the demo account, created once and
+# kept in the state dir (tokens are stored hashed, so this is the only copy).
+demo_token() {
+  local herd="$1" role="$2" email="$3" file="$STATE/secrets/demo-$2-token"
+  if [[ ! -s "$file" ]]; then
+    mkdir -p "$STATE/secrets"
+    (umask 077 && "$herd" token create --email "$email" --role "$role" --name demo >"$file.tmp" && mv -f "$file.tmp" "$file")
+  fi
 }
 
 down() {
