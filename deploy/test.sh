@@ -47,5 +47,11 @@ bash deploy/stack.sh up --state-dir "$state" --free-ports
 source "$state/env"
 
 log "running the tests"
-cargo test --workspace --locked "$@" -- --show-output
+results="$state/test-output.log"
+status=0
+cargo test --workspace --locked "$@" -- --show-output 2>&1 | tee "$results" || status=$?
+# One closing line over every test binary, as the per-binary lines are many.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1); if ($i ~ /^ignored;?$/) s += $(i-1) } }
+     END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' "$results"
+[[ "$status" -eq 0 ]] || die "tests failed"
 log "all checks passed in $((SECONDS - started))s"
