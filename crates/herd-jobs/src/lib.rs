@@ -9,6 +9,7 @@ mod delete;
 mod error;
 pub mod faults;
 mod provision;
+mod relay;
 pub mod resource;
 mod services;
 mod steps;
@@ -17,6 +18,7 @@ mod worker;
 
 pub use backend::HerdBackend;
 pub use error::JobError;
+pub use relay::run as run_event_relay;
 pub use services::{Services, client_from_kubeconfig};
 pub use worker::run as run_worker;
 

@@ -1,5 +1,5 @@
-//! The work `herd serve` does besides answering HTTP: job workers, and a
-//! reconciler for every cluster of the fleet. Both start once the schema is
+//! The work `herd serve` does besides answering HTTP: job workers, the event
+//! relay, and a reconciler for every cluster of the fleet. They start once the schema is
 //! current and stop when the server does.
 
 use std::collections::HashSet;
@@ -48,6 +48,10 @@ pub fn start(
                     shutdown.clone(),
                 ));
             }
+            tokio::spawn(herd_jobs::run_event_relay(
+                services.clone(),
+                shutdown.clone(),
+            ));
             if reconcile {
                 supervise_reconcilers(services, shutdown).await;
             }
