@@ -65,41 +65,31 @@ pub async fn seed_plans(
     Ok(plans_to_seed.len())
 }
 
+/// The stored columns an `OfferedPlan` is read from.
+type PlanRow = (serde_json::Value, Option<String>);
+
+fn offered_plan((sizing, stripe_price_id): PlanRow) -> Result<OfferedPlan, DbError> {
+    Ok(OfferedPlan {
+        plan: decode(sizing)?,
+        stripe_price_id,
+    })
+}
+
 pub async fn offered_plans(conn: &mut AsyncPgConnection) -> Result<Vec<OfferedPlan>, DbError> {
-    let rows: Vec<(serde_json::Value, Option<String>)> = plans::table
+    let rows: Vec<PlanRow> = plans::table
         .filter(plans::offered.eq(true))
         .order(plans::name)
         .select((plans::sizing, plans::stripe_price_id))
         .load(conn)
         .await?;
-    rows.into_iter()
-        .map(|(sizing, stripe_price_id)| {
-            Ok(OfferedPlan {
-                plan: decode(sizing)?,
-                stripe_price_id,
-            })
-        })
-        .collect()
+    rows.into_iter().map(offered_plan).collect()
 }
 
 pub async fn find_offered_plan(
     conn: &mut AsyncPgConnection,
     name: &str,
 ) -> Result<Option<OfferedPlan>, DbError> {
-    let row: Option<(serde_json::Value, Option<String>)> = plans::table
-        .filter(plans::name.eq(name))
-        .filter(plans::offered.eq(true))
-        .select((plans::sizing, plans::stripe_price_id))
-        .first(conn)
-        .await
-        .optional()?;
-    row.map(|(sizing, stripe_price_id)| {
-        Ok(OfferedPlan {
-            plan: decode(sizing)?,
-            stripe_price_id,
-        })
-    })
-    .transpose()
+    find(conn, name, true).await
 }
 
 /// A plan by name whether offered or not: instances keep the plan they were
@@ -108,17 +98,21 @@ pub async fn find_plan(
     conn: &mut AsyncPgConnection,
     name: &str,
 ) -> Result<Option<OfferedPlan>, DbError> {
-    let row: Option<(serde_json::Value, Option<String>)> = plans::table
+    find(conn, name, false).await
+}
+
+async fn find(
+    conn: &mut AsyncPgConnection,
+    name: &str,
+    offered_only: bool,
+) -> Result<Option<OfferedPlan>, DbError> {
+    let mut query = plans::table
         .filter(plans::name.eq(name))
         .select((plans::sizing, plans::stripe_price_id))
-        .first(conn)
-        .await
-        .optional()?;
-    row.map(|(sizing, stripe_price_id)| {
-        Ok(OfferedPlan {
-            plan: decode(sizing)?,
-            stripe_price_id,
-        })
-    })
-    .transpose()
+        .into_boxed();
+    if offered_only {
+        query = query.filter(plans::offered.eq(true));
+    }
+    let row: Option<PlanRow> = query.first(conn).await.optional()?;
+    row.map(offered_plan).transpose()
 }
