@@ -10,7 +10,7 @@ use crate::openapi::{
     Conflict, Gone, Malformed, NotFound, ServerError, TooLarge, Unauthenticated, Unavailable,
     Unprocessable,
 };
-use crate::{ApiState, Problem, orders};
+use crate::{ApiState, Problem, found, orders};
 
 /// Orders a Mastodon server owned by the caller. Provisioning runs in the
 /// background: follow the returned operation.
@@ -91,10 +91,7 @@ pub async fn show(
     id: web::Path<Uuid>,
 ) -> Result<web::Json<InstanceView>, Problem> {
     let mut conn = state.connection().await?;
-    let instance = herd_db::instances::find_instance(&mut conn, &principal.0, *id)
-        .await?
-        .ok_or_else(Problem::not_found)?;
-    Ok(web::Json(instance.into()))
+    found(herd_db::instances::find_instance(&mut conn, &principal.0, *id).await?)
 }
 
 /// Deletes an instance with all its data. Asking again while the deletion

@@ -102,6 +102,14 @@ fn method_not_allowed(allow: &str) -> HttpResponse {
     response
 }
 
+/// The view of an object asked for by id. One that does not exist and one the
+/// caller may not see answer alike, so ids cannot be probed.
+fn found<T, V: From<T>>(object: Option<T>) -> Result<web::Json<V>, Problem> {
+    object
+        .map(|object| web::Json(object.into()))
+        .ok_or_else(Problem::not_found)
+}
+
 async fn unknown_route() -> Result<HttpResponse, Problem> {
     Err(Problem::not_found())
 }

@@ -6,7 +6,7 @@ use uuid::Uuid;
 use crate::auth::Principal;
 use crate::dto::OperationView;
 use crate::openapi::{NotFound, ServerError, Unauthenticated, Unavailable};
-use crate::{ApiState, Problem};
+use crate::{ApiState, Problem, found};
 
 /// An operation on one of the caller's instances (operators: any).
 #[utoipa::path(
@@ -29,8 +29,5 @@ pub async fn show(
     id: web::Path<Uuid>,
 ) -> Result<web::Json<OperationView>, Problem> {
     let mut conn = state.connection().await?;
-    let operation = herd_db::operations::find_operation(&mut conn, &principal.0, *id)
-        .await?
-        .ok_or_else(Problem::not_found)?;
-    Ok(web::Json(operation.into()))
+    found(herd_db::operations::find_operation(&mut conn, &principal.0, *id).await?)
 }

@@ -16,7 +16,7 @@ use herd_db::DbError;
 use herd_db::audit::{self, Actor, AuditEntry};
 use herd_db::idempotency::{self, StoredResponse};
 use herd_db::instances::{self, Instance, NewInstance};
-use herd_db::jobs::{self, NewJob};
+use herd_db::jobs::{self, JobId, NewJob};
 use herd_db::operations::{self, NewOperation, Operation};
 use herd_db::{outbox, plans};
 use serde_json::json;
@@ -28,21 +28,112 @@ use crate::dto::{Accepted, CreateInstanceRequest};
 use crate::email::check_email;
 use crate::{ApiState, Problem};
 
-/// The steps of the provisioning and deletion jobs, in the order they run,
-/// so an operation lists its progress as the work proceeds.
-const PROVISION_STEPS: [&str; 6] = [
-    "place",
-    "secrets",
-    "tenant_database",
-    "tenant_bucket",
-    "apply",
-    "ready",
-];
-const DELETE_STEPS: [&str; 3] = ["workloads", "tenant_data", "finish"];
-
 /// Attempts a provisioning or deletion job gets before an operator must look:
 /// enough to ride out a cluster or database restart under backoff.
 const JOB_ATTEMPTS: i32 = 10;
+
+/// One kind of background work on an instance: the job doing it, the
+/// operation people follow it by, and how the change is announced.
+struct Work {
+    job_kind: &'static str,
+    /// Keeps one job of this kind per instance however often it is asked for.
+    dedupe_prefix: &'static str,
+    operation_kind: &'static str,
+    /// The steps of the job in the order they run, so an operation lists its
+    /// progress as the work proceeds.
+    steps: &'static [&'static str],
+    outbox_topic: &'static str,
+    audit_action: &'static str,
+}
+
+const PROVISION: Work = Work {
+    job_kind: "provision_instance",
+    dedupe_prefix: "provision",
+    operation_kind: "provision",
+    steps: &[
+        "place",
+        "secrets",
+        "tenant_database",
+        "tenant_bucket",
+        "apply",
+        "ready",
+    ],
+    outbox_topic: "instance.created",
+    audit_action: "instance.create",
+};
+
+const DELETE: Work = Work {
+    job_kind: "delete_instance",
+    dedupe_prefix: "delete",
+    operation_kind: "delete",
+    steps: &["workloads", "tenant_data", "finish"],
+    outbox_topic: "instance.deletion_requested",
+    audit_action: "instance.delete",
+};
+
+impl Work {
+    async fn enqueue(
+        &self,
+        conn: &mut AsyncPgConnection,
+        instance_id: Uuid,
+        operation_id: Uuid,
+    ) -> Result<JobId, DbError> {
+        jobs::enqueue(
+            conn,
+            NewJob {
+                kind: self.job_kind,
+                payload: json!({ "instance_id": instance_id, "operation_id": operation_id }),
+                dedupe_key: Some(&format!("{}:{instance_id}", self.dedupe_prefix)),
+                max_attempts: JOB_ATTEMPTS,
+            },
+        )
+        .await
+    }
+
+    async fn start_operation(
+        &self,
+        conn: &mut AsyncPgConnection,
+        principal: &Principal,
+        instance_id: Uuid,
+        operation_id: Uuid,
+        job: JobId,
+    ) -> Result<Operation, DbError> {
+        operations::create_operation(
+            conn,
+            NewOperation {
+                id: operation_id,
+                instance_id,
+                kind: self.operation_kind,
+                steps: self.steps,
+                started_by: Some(principal.0.account_id),
+                job_id: Some(job.0),
+            },
+        )
+        .await
+    }
+
+    /// Publishes the change on the outbox and records it in the audit trail.
+    async fn announce(
+        &self,
+        conn: &mut AsyncPgConnection,
+        principal: &Principal,
+        instance_id: Uuid,
+        facts: serde_json::Value,
+    ) -> Result<(), DbError> {
+        outbox::publish(conn, self.outbox_topic, facts.clone()).await?;
+        audit::record(
+            conn,
+            AuditEntry {
+                actor: Actor::Account(principal.0),
+                action: self.audit_action,
+                object_kind: "instance",
+                object_id: instance_id.to_string(),
+                details: facts,
+            },
+        )
+        .await
+    }
+}
 
 /// A status and JSON body, as first answered and as replayed for an idempotency key.
 pub struct Answer {
@@ -223,28 +314,10 @@ async fn create(
         },
     )
     .await?;
-    let job = jobs::enqueue(
-        conn,
-        NewJob {
-            kind: "provision_instance",
-            payload: json!({ "instance_id": instance_id, "operation_id": operation_id }),
-            dedupe_key: Some(&format!("provision:{instance_id}")),
-            max_attempts: JOB_ATTEMPTS,
-        },
-    )
-    .await?;
-    let operation = operations::create_operation(
-        conn,
-        NewOperation {
-            id: operation_id,
-            instance_id,
-            kind: "provision",
-            steps: &PROVISION_STEPS,
-            started_by: Some(principal.0.account_id),
-            job_id: Some(job.0),
-        },
-    )
-    .await?;
+    let job = PROVISION.enqueue(conn, instance_id, operation_id).await?;
+    let operation = PROVISION
+        .start_operation(conn, principal, instance_id, operation_id, job)
+        .await?;
     let facts = json!({
         "instance_id": instance_id,
         "operation_id": operation_id,
@@ -254,18 +327,9 @@ async fn create(
         "plan": order.plan,
         "version": version,
     });
-    outbox::publish(conn, "instance.created", facts.clone()).await?;
-    audit::record(
-        conn,
-        AuditEntry {
-            actor: Actor::Account(principal.0),
-            action: "instance.create",
-            object_kind: "instance",
-            object_id: instance_id.to_string(),
-            details: facts,
-        },
-    )
-    .await?;
+    PROVISION
+        .announce(conn, principal, instance_id, facts)
+        .await?;
     Ok(accepted(instance, operation))
 }
 
@@ -292,51 +356,22 @@ pub async fn delete(state: &ApiState, principal: &Principal, id: Uuid) -> Result
         let operation_id = Uuid::now_v7();
         // A concurrent first request holds the dedupe key until it commits,
         // so this waits for it and then finds its job and operation.
-        let job = jobs::enqueue(
-            conn,
-            NewJob {
-                kind: "delete_instance",
-                payload: json!({ "instance_id": id, "operation_id": operation_id }),
-                dedupe_key: Some(&format!("delete:{id}")),
-                max_attempts: JOB_ATTEMPTS,
-            },
-        )
-        .await?;
+        let job = DELETE.enqueue(conn, id, operation_id).await?;
         if let Some(operation) = operations::find_operation_by_job(conn, job.0).await? {
             return Ok(accepted(instance, operation));
         }
         let previous = instance.state.name();
         let instance = instances::transition(conn, id, &LifecycleEvent::DeletionRequested).await?;
-        let operation = operations::create_operation(
-            conn,
-            NewOperation {
-                id: operation_id,
-                instance_id: id,
-                kind: "delete",
-                steps: &DELETE_STEPS,
-                started_by: Some(principal.0.account_id),
-                job_id: Some(job.0),
-            },
-        )
-        .await?;
+        let operation = DELETE
+            .start_operation(conn, principal, id, operation_id, job)
+            .await?;
         let facts = json!({
             "instance_id": id,
             "operation_id": operation_id,
             "domain": instance.domain,
             "previous_state": previous,
         });
-        outbox::publish(conn, "instance.deletion_requested", facts.clone()).await?;
-        audit::record(
-            conn,
-            AuditEntry {
-                actor: Actor::Account(principal.0),
-                action: "instance.delete",
-                object_kind: "instance",
-                object_id: id.to_string(),
-                details: facts,
-            },
-        )
-        .await?;
+        DELETE.announce(conn, principal, id, facts).await?;
         Ok(accepted(instance, operation))
     })
     .await
