@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource, SecretKeySelec
 
 use super::Tenant;
 use super::config::SECRET_NAME;
-use super::pod::{App, PodParts, container, port, tcp_readiness, template};
+use super::pod::{App, container, port, tcp_readiness};
 use super::workload::{self, Rollout};
 
 const COMPONENT: &str = "redis";
@@ -53,19 +53,11 @@ pub(super) fn deployment(tenant: &Tenant) -> Deployment {
     workload::deployment(
         tenant,
         COMPONENT,
+        App::Redis,
         1,
         // Two Redis pods would be two separate sets of queues.
         Rollout::Recreate,
-        template(
-            tenant,
-            PodParts {
-                component: COMPONENT.to_owned(),
-                app: App::Redis,
-                init_containers: Vec::new(),
-                containers: vec![redis],
-                restart_policy: None,
-            },
-        ),
+        redis,
     )
 }
 

@@ -5,7 +5,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Container;
 
 use super::Tenant;
-use super::pod::{App, PodParts, env, mastodon_container, template};
+use super::pod::{App, env, mastodon_container};
 use super::workload::{self, Rollout};
 
 pub(super) fn deployments(tenant: &Tenant) -> Vec<Deployment> {
@@ -48,17 +48,9 @@ fn deployment(tenant: &Tenant, group: &SidekiqGroup) -> Deployment {
     workload::deployment(
         tenant,
         &component,
+        App::Mastodon,
         replicas,
         rollout,
-        template(
-            tenant,
-            PodParts {
-                component: component.clone(),
-                app: App::Mastodon,
-                init_containers: Vec::new(),
-                containers: vec![sidekiq],
-                restart_policy: None,
-            },
-        ),
+        sidekiq,
     )
 }

@@ -5,7 +5,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Service};
 
 use super::Tenant;
-use super::pod::{App, PodParts, env, http_readiness, mastodon_container, port, template};
+use super::pod::{App, env, http_readiness, mastodon_container, port};
 use super::workload::{self, Rollout};
 
 pub(super) const STREAMING_PORT: u16 = 4000;
@@ -37,18 +37,10 @@ pub(super) fn deployment(tenant: &Tenant) -> Deployment {
     workload::deployment(
         tenant,
         COMPONENT,
+        App::Mastodon,
         plan.streaming.replicas,
         Rollout::Rolling,
-        template(
-            tenant,
-            PodParts {
-                component: COMPONENT.to_owned(),
-                app: App::Mastodon,
-                init_containers: Vec::new(),
-                containers: vec![streaming],
-                restart_policy: None,
-            },
-        ),
+        streaming,
     )
 }
 

@@ -223,9 +223,20 @@ fn quota_matches_the_plan() {
     }
 }
 
+/// The CPU limit of a pod's first container, in millicores.
+fn cpu_limit_millis(pod: &PodSpec) -> u32 {
+    let limits = pod.containers[0]
+        .resources
+        .as_ref()
+        .unwrap()
+        .limits
+        .as_ref()
+        .unwrap();
+    limits["cpu"].0.trim_end_matches('m').parse().unwrap()
+}
+
 #[test]
 fn workloads_fit_the_quota_at_their_largest_scale() {
-    let millis = |q: &str| q.trim_end_matches('m').parse::<u32>().unwrap();
     for plan in starter_plans() {
         let children = children_of(&instance(&plan.name));
         let largest: u32 = typed::<Deployment>(&children)
@@ -242,15 +253,7 @@ fn workloads_fit_the_quota_at_their_largest_scale() {
                     }
                     None => deployment.spec.replicas.unwrap() as u32,
                 };
-                let pod = deployment.spec.template.spec.as_ref().unwrap();
-                let cpu = &pod.containers[0]
-                    .resources
-                    .as_ref()
-                    .unwrap()
-                    .limits
-                    .as_ref()
-                    .unwrap()["cpu"];
-                replicas * millis(&cpu.0)
+                replicas * cpu_limit_millis(deployment.spec.template.spec.as_ref().unwrap())
             })
             .sum();
         let job = &pod_specs(&children)
@@ -258,15 +261,8 @@ fn workloads_fit_the_quota_at_their_largest_scale() {
             .find(|(n, _)| n == "setup")
             .unwrap()
             .1;
-        let job_cpu = &job.containers[0]
-            .resources
-            .as_ref()
-            .unwrap()
-            .limits
-            .as_ref()
-            .unwrap()["cpu"];
         assert_eq!(
-            largest + millis(&job_cpu.0),
+            largest + cpu_limit_millis(job),
             plan.quota().cpu_millis,
             "{}",
             plan.name

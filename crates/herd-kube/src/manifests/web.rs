@@ -4,7 +4,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Service};
 
 use super::Tenant;
-use super::pod::{App, PodParts, env, http_readiness, mastodon_container, port, template};
+use super::pod::{App, env, http_readiness, mastodon_container, port};
 use super::workload::{self, Rollout};
 
 pub(super) const WEB_PORT: u16 = 3000;
@@ -33,18 +33,10 @@ pub(super) fn deployment(tenant: &Tenant) -> Deployment {
     workload::deployment(
         tenant,
         COMPONENT,
+        App::Mastodon,
         plan.web.replicas,
         Rollout::Rolling,
-        template(
-            tenant,
-            PodParts {
-                component: COMPONENT.to_owned(),
-                app: App::Mastodon,
-                init_containers: Vec::new(),
-                containers: vec![web],
-                restart_policy: None,
-            },
-        ),
+        web,
     )
 }
 

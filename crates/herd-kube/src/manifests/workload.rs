@@ -1,11 +1,11 @@
 //! Deployments and Services, shaped the same for every component.
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
-use k8s_openapi::api::core::v1::{PodTemplateSpec, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{Container, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::Tenant;
-use super::pod::selector;
+use super::pod::{App, PodParts, selector, template};
 
 /// How a Deployment replaces its pods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,13 +16,25 @@ pub(super) enum Rollout {
     Recreate,
 }
 
+/// A Deployment of pods that each run one long-lived `container` of `app`.
 pub(super) fn deployment(
     tenant: &Tenant,
     component: &str,
+    app: App,
     replicas: u32,
     rollout: Rollout,
-    template: PodTemplateSpec,
+    container: Container,
 ) -> Deployment {
+    let template = template(
+        tenant,
+        PodParts {
+            component: component.to_owned(),
+            app,
+            init_containers: Vec::new(),
+            containers: vec![container],
+            restart_policy: None,
+        },
+    );
     Deployment {
         metadata: tenant.metadata(component, Some(component)),
         spec: DeploymentSpec {
