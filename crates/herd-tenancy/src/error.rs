@@ -45,4 +45,6 @@ pub enum TenancyError {
     Conflict { message: String },
     #[error("the operating system's random source failed: {message}")]
     Randomness { message: String },
+    #[error("{tool} failed: {message}")]
+    Tool { tool: &'static str, message: String },
 }

@@ -7,11 +7,13 @@
 //! and writes objects over plain S3, so anything S3-compatible serves the data
 //! path.
 
+mod dump;
 mod error;
 mod garage;
 mod postgres;
 mod s3;
 
+pub use dump::{PgTools, RestoreReport, looks_like_custom_dump};
 pub use error::TenancyError;
 pub use garage::{AccessKey, BucketPermissions, GarageAdmin};
 pub use postgres::{
