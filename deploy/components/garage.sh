@@ -116,16 +116,9 @@ start() {
   ensure_port_free "garage admin API" "$ADMIN_PORT"
   write_config
   start_daemon "$STATE" garage env NO_COLOR=1 RUST_LOG="${RUST_LOG:-garage=info}" "$GARAGE_BIN" -c "$GARAGE_CONF" server
-  local i
-  for ((i = 0; i < 300; i++)); do
-    if ! daemon_running "$STATE" garage; then
-      die "garage exited during start-up; see $STATE/logs/garage.log"
-    fi
-    if admin_get /v2/GetClusterHealth >/dev/null 2>&1; then break; fi
-    sleep 0.2
-  done
-  admin_get /v2/GetClusterHealth >/dev/null || die "garage admin API not answering after 60s; see $STATE/logs/garage.log"
+  wait_for_daemon "$STATE" garage "garage admin API not answering" admin_get /v2/GetClusterHealth
   ensure_layout
+  local i
   for ((i = 0; i < 150; i++)); do
     cluster_healthy 2>/dev/null && break
     sleep 0.2
@@ -146,10 +139,4 @@ status() {
   daemon_running "$STATE" garage && cluster_healthy
 }
 
-case "${1:-}" in
-  install) install ;;
-  start) [[ $# -eq 2 ]] || die "usage: $0 start STATE_DIR"; start "$2" ;;
-  stop) [[ $# -eq 2 ]] || die "usage: $0 stop STATE_DIR"; if [[ -d "$2" ]]; then stop "$2"; fi ;;
-  status) [[ $# -eq 2 ]] || die "usage: $0 status STATE_DIR"; status "$2" ;;
-  *) die "usage: $0 install | start STATE_DIR | stop STATE_DIR | status STATE_DIR" ;;
-esac
+component_main "$@"

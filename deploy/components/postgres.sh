@@ -103,15 +103,7 @@ start() {
   # setpriv execs the postmaster directly, so the pidfile holds its pid.
   start_daemon "$STATE" postgres setpriv --reuid=postgres --regid=postgres --init-groups -- \
     "$PG_BIN/postgres" -D "$PG_DATA" -p "$PORT" -h 127.0.0.1 -k "$PG_SOCK"
-  local i
-  for ((i = 0; i < 300; i++)); do
-    if ! daemon_running "$STATE" postgres; then
-      die "postgres exited during start-up; see $STATE/logs/postgres.log"
-    fi
-    if as_pg "$PG_BIN/pg_isready" -q -h "$PG_SOCK" -p "$PORT"; then break; fi
-    sleep 0.2
-  done
-  as_pg "$PG_BIN/pg_isready" -q -h "$PG_SOCK" -p "$PORT" || die "postgres not ready after 60s; see $STATE/logs/postgres.log"
+  wait_for_daemon "$STATE" postgres "postgres not ready" as_pg "$PG_BIN/pg_isready" -q -h "$PG_SOCK" -p "$PORT"
   local su_pw herd_pw
   su_pw="$(state_secret "$STATE" postgres-superuser-password)"
   herd_pw="$(state_secret "$STATE" postgres-herd-password)"
@@ -142,10 +134,4 @@ status() {
   daemon_running "$STATE" postgres && as_pg "$PG_BIN/pg_isready" -q -h "$PG_SOCK" -p "$PORT"
 }
 
-case "${1:-}" in
-  install) install ;;
-  start) [[ $# -eq 2 ]] || die "usage: $0 start STATE_DIR"; start "$2" ;;
-  stop) [[ $# -eq 2 ]] || die "usage: $0 stop STATE_DIR"; if [[ -d "$2" ]]; then stop "$2"; fi ;;
-  status) [[ $# -eq 2 ]] || die "usage: $0 status STATE_DIR"; status "$2" ;;
-  *) die "usage: $0 install | start STATE_DIR | stop STATE_DIR | status STATE_DIR" ;;
-esac
+component_main "$@"

@@ -41,16 +41,8 @@ start() {
     # working directory does, which is how `stack.sh down` finds leftovers.
     start_daemon "$STATE" stripe-mock env -C "$STATE" "$STRIPE_MOCK_BIN" \
       -http-addr "127.0.0.1:$PORT" -https-addr 127.0.0.1:0
-    local i
-    for ((i = 0; i < 300; i++)); do
-      if ! daemon_running "$STATE" stripe-mock; then
-        die "stripe-mock exited during start-up; see $STATE/logs/stripe-mock.log"
-      fi
-      if curl -fsS --max-time 2 -u sk_test_123: "http://127.0.0.1:$PORT/v1/customers?limit=1" >/dev/null 2>&1; then break; fi
-      sleep 0.2
-    done
-    curl -fsS --max-time 2 -u sk_test_123: "http://127.0.0.1:$PORT/v1/customers?limit=1" >/dev/null \
-      || die "stripe-mock not answering after 60s; see $STATE/logs/stripe-mock.log"
+    wait_for_daemon "$STATE" stripe-mock "stripe-mock not answering" \
+      curl -fsS --max-time 2 -u sk_test_123: "http://127.0.0.1:$PORT/v1/customers?limit=1"
     log "stripe-mock ready on 127.0.0.1:$PORT"
   fi
   write_env_file "$STATE" stripe-mock <<ENV
@@ -71,10 +63,4 @@ status() {
   daemon_running "$STATE" stripe-mock && curl -fsS --max-time 2 -u sk_test_123: "http://127.0.0.1:$PORT/v1/customers?limit=1" >/dev/null
 }
 
-case "${1:-}" in
-  install) install ;;
-  start) [[ $# -eq 2 ]] || die "usage: $0 start STATE_DIR"; start "$2" ;;
-  stop) [[ $# -eq 2 ]] || die "usage: $0 stop STATE_DIR"; if [[ -d "$2" ]]; then stop "$2"; fi ;;
-  status) [[ $# -eq 2 ]] || die "usage: $0 status STATE_DIR"; status "$2" ;;
-  *) die "usage: $0 install | start STATE_DIR | stop STATE_DIR | status STATE_DIR" ;;
-esac
+component_main "$@"

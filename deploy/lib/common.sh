@@ -38,6 +38,22 @@ wait_for() {
   die "timed out after ${seconds}s waiting for $what"
 }
 
+# wait_for_daemon STATE_DIR NAME FAILURE COMMAND...: retry COMMAND for up to 60s
+# while daemon NAME starts, giving up at once if NAME exits; FAILURE says what
+# went wrong when time runs out.
+wait_for_daemon() {
+  local state="$1" name="$2" failure="$3" i
+  shift 3
+  for ((i = 0; i < 300; i++)); do
+    if ! daemon_running "$state" "$name"; then
+      die "$name exited during start-up; see $state/logs/$name.log"
+    fi
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.2
+  done
+  "$@" >/dev/null || die "$failure after 60s; see $state/logs/$name.log"
+}
+
 # start_daemon STATE_DIR NAME COMMAND...: run COMMAND in the background with its
 # output in STATE_DIR/logs/NAME.log and its pid in STATE_DIR/pids/NAME.pid.
 # setsid puts it in a session of its own so that stopping the stack can kill
@@ -118,4 +134,16 @@ ensure_port_free() {
   if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then
     die "$1: port $2 on 127.0.0.1 is already in use by another process (choose other HERD_PORT_* values, or deploy/stack.sh up --free-ports)"
   fi
+}
+
+# component_main ARGS...: the command line of a component script, run with the
+# install, start, stop and status functions that script defines.
+component_main() {
+  case "${1:-}" in
+    install) install ;;
+    start) [[ $# -eq 2 ]] || die "usage: $0 start STATE_DIR"; start "$2" ;;
+    stop) [[ $# -eq 2 ]] || die "usage: $0 stop STATE_DIR"; if [[ -d "$2" ]]; then stop "$2"; fi ;;
+    status) [[ $# -eq 2 ]] || die "usage: $0 status STATE_DIR"; status "$2" ;;
+    *) die "usage: $0 install | start STATE_DIR | stop STATE_DIR | status STATE_DIR" ;;
+  esac
 }
