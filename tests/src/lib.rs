@@ -39,8 +39,8 @@ where
     }
 }
 
-/// A database of its own for one test, migrated from scratch, so tests never
-/// see each other's rows.
+/// A database of its own for one test, so tests never see each other's rows
+/// or disturb each other's schema.
 pub struct TestDatabase {
     admin: diesel_async::AsyncPgConnection,
     name: String,
@@ -48,7 +48,17 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
+    /// A database with Herd's schema migrated in from scratch.
     pub async fn create(prefix: &str) -> Self {
+        let database = Self::create_empty(prefix).await;
+        herd_db::run_pending_migrations(&database.url)
+            .await
+            .expect("migrations apply");
+        database
+    }
+
+    /// A database without Herd's schema, for tests of the migrations themselves.
+    pub async fn create_empty(prefix: &str) -> Self {
         use diesel_async::{AsyncConnection, RunQueryDsl};
         let admin_url = stack_setting("HERD_PG_ADMIN_URL");
         let mut admin = diesel_async::AsyncPgConnection::establish(&admin_url)
@@ -61,11 +71,11 @@ impl TestDatabase {
             .expect("create database");
         let mut url = url::Url::parse(&admin_url).expect("admin URL");
         url.set_path(&name);
-        let url = url.to_string();
-        herd_db::run_pending_migrations(&url)
-            .await
-            .expect("migrations apply");
-        TestDatabase { admin, name, url }
+        TestDatabase {
+            admin,
+            name,
+            url: url.to_string(),
+        }
     }
 
     pub async fn connect(&self) -> diesel_async::AsyncPgConnection {

@@ -37,6 +37,11 @@ impl Harness {
         self.db.connect().await
     }
 
+    /// A token of the customer most tests act as.
+    async fn customer(&self) -> String {
+        self.token("customer@example.com", Role::Customer).await
+    }
+
     async fn token(&self, email: &str, role: Role) -> String {
         let mut conn = self.conn().await;
         let account = herd_db::accounts::ensure_account(&mut conn, email, role)
@@ -48,13 +53,15 @@ impl Harness {
             .secret
     }
 
-    async fn count(&self, query: &str) -> i64 {
+    /// How many rows `from` holds: a table, with a `WHERE` clause where the
+    /// test counts only some.
+    async fn rows(&self, from: &str) -> i64 {
         #[derive(QueryableByName)]
         struct Count {
             #[diesel(sql_type = BigInt)]
             count: i64,
         }
-        diesel::sql_query(query)
+        diesel::sql_query(format!("SELECT count(*) AS count FROM {from}"))
             .get_result::<Count>(&mut self.conn().await)
             .await
             .expect("count")
@@ -163,6 +170,15 @@ fn id(value: &Value) -> Uuid {
     value["id"].as_str().expect("id").parse().expect("uuid")
 }
 
+fn step_names(operation: &Value) -> Vec<&str> {
+    operation["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|step| step["name"].as_str().unwrap())
+        .collect()
+}
+
 #[actix_web::test]
 async fn requests_without_a_valid_token_are_refused() {
     let harness = Harness::start().await;
@@ -184,12 +200,7 @@ async fn requests_without_a_valid_token_are_refused() {
         let challenge = answer.headers.get(header::WWW_AUTHENTICATE).unwrap();
         assert!(challenge.to_str().unwrap().starts_with("Bearer"));
     }
-    assert_eq!(
-        harness
-            .count("SELECT count(*) AS count FROM instances")
-            .await,
-        0
-    );
+    assert_eq!(harness.rows("instances").await, 0);
     harness.stop().await;
 }
 
@@ -200,7 +211,7 @@ async fn plans_are_listed_with_price_ids_for_operators_only() {
     herd_db::plans::upsert_plan(&mut harness.conn().await, &small, Some("price_small"))
         .await
         .unwrap();
-    let customer = harness.token("customer@example.com", Role::Customer).await;
+    let customer = harness.customer().await;
     let operator = harness.token("operator@example.com", Role::Operator).await;
     let app = app(harness.state.clone()).await;
 
@@ -231,7 +242,7 @@ async fn plans_are_listed_with_price_ids_for_operators_only() {
 #[actix_web::test]
 async fn an_order_creates_instance_job_operation_event_and_audit_entry() {
     let harness = Harness::start().await;
-    let token = harness.token("customer@example.com", Role::Customer).await;
+    let token = harness.customer().await;
     let app = app(harness.state.clone()).await;
 
     let body = json!({
@@ -253,14 +264,8 @@ async fn an_order_creates_instance_job_operation_event_and_audit_entry() {
     assert_eq!(operation["kind"], "provision");
     assert_eq!(operation["state"], "pending");
     assert_eq!(operation["progress"], 0);
-    let steps: Vec<&str> = operation["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        steps,
+        step_names(operation),
         [
             "place",
             "secrets",
@@ -298,7 +303,7 @@ async fn an_order_creates_instance_job_operation_event_and_audit_entry() {
     );
     assert_eq!(
         harness
-            .count("SELECT count(*) AS count FROM outbox WHERE topic = 'instance.created'")
+            .rows("outbox WHERE topic = 'instance.created'")
             .await,
         1
     );
@@ -338,7 +343,7 @@ async fn an_order_creates_instance_job_operation_event_and_audit_entry() {
 #[actix_web::test]
 async fn an_idempotency_key_replays_the_first_answer() {
     let harness = Harness::start().await;
-    let token = harness.token("customer@example.com", Role::Customer).await;
+    let token = harness.customer().await;
     let other = harness.token("other@example.com", Role::Customer).await;
     let app = app(harness.state.clone()).await;
     let keyed = |token: &str, body: String| {
@@ -350,19 +355,9 @@ async fn an_idempotency_key_replays_the_first_answer() {
     let again = call(&app, keyed(&token, order_of("example.social"))).await;
     assert_eq!(again.status, StatusCode::ACCEPTED);
     assert_eq!(again.body, first.body);
-    assert_eq!(
-        harness
-            .count("SELECT count(*) AS count FROM instances")
-            .await,
-        1
-    );
-    assert_eq!(harness.count("SELECT count(*) AS count FROM jobs").await, 1);
-    assert_eq!(
-        harness
-            .count("SELECT count(*) AS count FROM audit_log")
-            .await,
-        1
-    );
+    assert_eq!(harness.rows("instances").await, 1);
+    assert_eq!(harness.rows("jobs").await, 1);
+    assert_eq!(harness.rows("audit_log").await, 1);
 
     let changed = call(&app, keyed(&token, order_of("changed.example"))).await;
     changed.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused");
@@ -377,19 +372,14 @@ async fn an_idempotency_key_replays_the_first_answer() {
     )
     .await;
     bad_key.assert_problem(StatusCode::BAD_REQUEST, "invalid_idempotency_key");
-    assert_eq!(
-        harness
-            .count("SELECT count(*) AS count FROM instances")
-            .await,
-        2
-    );
+    assert_eq!(harness.rows("instances").await, 2);
     harness.stop().await;
 }
 
 #[actix_web::test]
 async fn concurrent_retries_with_one_key_create_one_instance() {
     let harness = Harness::start().await;
-    let token = harness.token("customer@example.com", Role::Customer).await;
+    let token = harness.customer().await;
     let app = app(harness.state.clone()).await;
 
     let answers = futures::future::join_all((0..6).map(|_| {
@@ -404,25 +394,15 @@ async fn concurrent_retries_with_one_key_create_one_instance() {
         assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
         assert_eq!(answer.body, first.body);
     }
-    assert_eq!(
-        harness
-            .count("SELECT count(*) AS count FROM instances")
-            .await,
-        1
-    );
-    assert_eq!(
-        harness
-            .count("SELECT count(*) AS count FROM operations")
-            .await,
-        1
-    );
+    assert_eq!(harness.rows("instances").await, 1);
+    assert_eq!(harness.rows("operations").await, 1);
     harness.stop().await;
 }
 
 #[actix_web::test]
 async fn invalid_orders_are_refused_with_stable_codes() {
     let harness = Harness::start().await;
-    let token = harness.token("customer@example.com", Role::Customer).await;
+    let token = harness.customer().await;
     let app = app(harness.state.clone()).await;
 
     let long = format!("{}.example", vec!["a".repeat(60); 5].join("."));
@@ -476,19 +456,14 @@ async fn invalid_orders_are_refused_with_stable_codes() {
     call(&app, order(&token, huge.to_string()))
         .await
         .assert_problem(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
-    assert_eq!(
-        harness
-            .count("SELECT count(*) AS count FROM instances")
-            .await,
-        0
-    );
+    assert_eq!(harness.rows("instances").await, 0);
     harness.stop().await;
 }
 
 #[actix_web::test]
 async fn hosted_and_reserved_domains_are_unavailable() {
     let harness = Harness::start().await;
-    let token = harness.token("customer@example.com", Role::Customer).await;
+    let token = harness.customer().await;
     let other = harness.token("other@example.com", Role::Customer).await;
     herd_db::instances::reserve_domain(&mut harness.conn().await, "herd.example", "ours")
         .await
@@ -518,12 +493,7 @@ async fn hosted_and_reserved_domains_are_unavailable() {
     call(&app, order(&token, reserved_web_domain.to_string()))
         .await
         .assert_problem(StatusCode::CONFLICT, "domain_unavailable");
-    assert_eq!(
-        harness
-            .count("SELECT count(*) AS count FROM instances")
-            .await,
-        1
-    );
+    assert_eq!(harness.rows("instances").await, 1);
     harness.stop().await;
 }
 
@@ -591,7 +561,7 @@ async fn customers_see_only_their_own_and_operators_see_all() {
 #[actix_web::test]
 async fn deletion_is_accepted_once_and_repeats_are_harmless() {
     let harness = Harness::start().await;
-    let token = harness.token("customer@example.com", Role::Customer).await;
+    let token = harness.customer().await;
     let app = app(harness.state.clone()).await;
     let created = call(&app, order(&token, order_of("example.social")))
         .await
@@ -603,34 +573,19 @@ async fn deletion_is_accepted_once_and_repeats_are_harmless() {
     assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.body);
     assert_eq!(first.body["instance"]["state"], "deleting");
     assert_eq!(first.body["operation"]["kind"], "delete");
-    let steps: Vec<&str> = first.body["operation"]["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(steps, ["workloads", "tenant_data", "finish"]);
+    assert_eq!(
+        step_names(&first.body["operation"]),
+        ["workloads", "tenant_data", "finish"]
+    );
 
     let again = call(&app, delete(&path, &token)).await;
     assert_eq!(again.status, StatusCode::ACCEPTED);
     assert_eq!(again.body["operation"]["id"], first.body["operation"]["id"]);
+    assert_eq!(harness.rows("jobs WHERE kind = 'delete_instance'").await, 1);
+    assert_eq!(harness.rows("operations WHERE kind = 'delete'").await, 1);
     assert_eq!(
         harness
-            .count("SELECT count(*) AS count FROM jobs WHERE kind = 'delete_instance'")
-            .await,
-        1
-    );
-    assert_eq!(
-        harness
-            .count("SELECT count(*) AS count FROM operations WHERE kind = 'delete'")
-            .await,
-        1
-    );
-    assert_eq!(
-        harness
-            .count(
-                "SELECT count(*) AS count FROM outbox WHERE topic = 'instance.deletion_requested'"
-            )
+            .rows("outbox WHERE topic = 'instance.deletion_requested'")
             .await,
         1
     );
@@ -659,7 +614,7 @@ async fn deletion_is_accepted_once_and_repeats_are_harmless() {
 #[actix_web::test]
 async fn routing_errors_are_problems() {
     let harness = Harness::start().await;
-    let token = harness.token("customer@example.com", Role::Customer).await;
+    let token = harness.customer().await;
     let app = app(harness.state.clone()).await;
 
     call(&app, get("/api/v1/nothing-here", &token))

@@ -3,8 +3,8 @@
 
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Text};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use herd_e2e::{stack_setting, unique_name};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use herd_e2e::TestDatabase;
 
 #[derive(QueryableByName)]
 struct Count {
@@ -60,20 +60,8 @@ async fn user_objects(conn: &mut AsyncPgConnection) -> i64 {
 
 #[tokio::test]
 async fn migrations_apply_revert_and_apply_again() {
-    let admin_url = stack_setting("HERD_PG_ADMIN_URL");
-    let mut admin = AsyncPgConnection::establish(&admin_url)
-        .await
-        .expect("superuser connection");
-
-    // A database of its own keeps this test from disturbing any other.
-    let database = unique_name("herd_smoke").replace('-', "_");
-    diesel::sql_query(format!("CREATE DATABASE {database}"))
-        .execute(&mut admin)
-        .await
-        .expect("create database");
-    let mut url = url::Url::parse(&admin_url).expect("admin URL");
-    url.set_path(&database);
-    let url = url.to_string();
+    let database = TestDatabase::create_empty("herd_smoke").await;
+    let url = database.url.clone();
 
     let pool = herd_db::connect(&url, 2);
     let version = herd_db::server_version(&pool)
@@ -85,9 +73,7 @@ async fn migrations_apply_revert_and_apply_again() {
         .await
         .expect("migrations apply");
     assert!(!first.versions.is_empty(), "no migration was applied");
-    let mut conn = AsyncPgConnection::establish(&url)
-        .await
-        .expect("connection");
+    let mut conn = database.connect().await;
     let applied_shape = schema_shape(&mut conn).await;
 
     let reverted = herd_db::revert_all_migrations(&url)
@@ -121,26 +107,13 @@ async fn migrations_apply_revert_and_apply_again() {
 
     drop(conn);
     drop(pool);
-    diesel::sql_query(format!("DROP DATABASE {database} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .expect("drop");
+    database.drop_database().await;
 }
 
 #[tokio::test]
 async fn concurrent_migration_runs_apply_each_migration_once() {
-    let admin_url = stack_setting("HERD_PG_ADMIN_URL");
-    let mut admin = AsyncPgConnection::establish(&admin_url)
-        .await
-        .expect("superuser connection");
-    let database = unique_name("herd_smoke").replace('-', "_");
-    diesel::sql_query(format!("CREATE DATABASE {database}"))
-        .execute(&mut admin)
-        .await
-        .expect("create database");
-    let mut url = url::Url::parse(&admin_url).expect("admin URL");
-    url.set_path(&database);
-    let url = url.to_string();
+    let database = TestDatabase::create_empty("herd_smoke").await;
+    let url = database.url.clone();
 
     let (a, b) = tokio::join!(
         herd_db::run_pending_migrations(&url),
@@ -153,8 +126,5 @@ async fn concurrent_migration_runs_apply_each_migration_once() {
         "applied by both: {a:?} {b:?}"
     );
 
-    diesel::sql_query(format!("DROP DATABASE {database} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .expect("drop");
+    database.drop_database().await;
 }
