@@ -3,6 +3,8 @@
 //! Every POST carries an idempotency key chosen by the caller from the work it
 //! belongs to, so a retried job never charges or creates twice.
 
+pub mod webhook;
+
 use std::fmt;
 use std::time::Duration;
 
