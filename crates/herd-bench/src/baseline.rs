@@ -1,0 +1,144 @@
+//! The comparison: the objects Herd's reconciler creates for an instance,
+//! rendered by the same builders into one file per instance, applied by a
+//! shell loop of `kubectl apply --server-side`, then awaited with `kubectl
+//! wait`. Only the cluster's part: no tenant database, bucket or key is made,
+//! which flatters the loop.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use herd_core::plan::starter_plans;
+use herd_core::spec::{DatabaseEndpoint, InstanceSpec, ObjectStoreEndpoint};
+use herd_core::tenant::TenantNames;
+use herd_kube::children::{ClusterProfile, InstanceSecrets};
+use herd_kube::crd::{MastodonInstance, MastodonInstanceSpec};
+use herd_kube::manifests::desired_children;
+use serde_json::{Value, json};
+use tokio::process::Command;
+
+use crate::cluster::{Requests, kubectl};
+use crate::{ProvisionArgs, round};
+
+/// Marks the loop's Deployments, so one `kubectl wait` finds them all.
+const LABEL: &str = "bench.herd.dev/baseline";
+
+const LOOP: &str =
+    r#"for f in "$1"/*.yaml; do kubectl apply --server-side -f "$f" >/dev/null || exit 1; done"#;
+
+pub struct BaselineResult {
+    apply_seconds: f64,
+    seconds: f64,
+    pub instances_per_second: f64,
+    requests: Value,
+}
+
+impl BaselineResult {
+    pub fn json(&self) -> Value {
+        json!({
+            "scope": "the instance's Kubernetes objects only: no tenant database, role, bucket or key",
+            "command": format!("bash -c '{LOOP}'"),
+            "waits_for": "every Deployment Available (Herd also waits for the setup Job to complete)",
+            "seconds_applying": round(self.apply_seconds),
+            "seconds_until_all_available": round(self.seconds),
+            "instances_per_second": round(self.instances_per_second),
+            "apiserver_requests": self.requests,
+        })
+    }
+}
+
+/// What Herd would put into the cluster for one small instance, with made-up
+/// secrets, as a multi-document YAML file.
+fn render(index: usize) -> anyhow::Result<String> {
+    let id = uuid::Uuid::now_v7().to_string();
+    let names = TenantNames::for_instance(&id);
+    let spec = InstanceSpec {
+        instance_id: id.clone(),
+        local_domain: format!("k{index}.bench.example"),
+        web_domain: format!("k{index}.bench.example"),
+        version: herd_core::version::DEFAULT_VERSION.to_string(),
+        owner_email: "owner@example.org".into(),
+        plan: starter_plans().remove(0),
+        suspended: false,
+        database: DatabaseEndpoint {
+            host: "127.0.0.1".into(),
+            port: 5432,
+            name: names.database,
+            user: names.role,
+        },
+        object_store: ObjectStoreEndpoint {
+            endpoint: "http://127.0.0.1:3900".into(),
+            region: "garage".into(),
+            bucket: names.bucket,
+        },
+    };
+    let instance = MastodonInstance::new(
+        &herd_kube::children::namespace_name(&id),
+        MastodonInstanceSpec { instance: spec },
+    );
+    let env = herd_core::secrets::generate(&mut |buffer: &mut [u8]| buffer.fill(7));
+    let children = desired_children(
+        &instance,
+        &InstanceSecrets { env },
+        &ClusterProfile::default(),
+    );
+    let mut yaml = String::new();
+    for mut child in children {
+        if child.resource.kind == "Deployment" {
+            child
+                .object
+                .metadata
+                .labels
+                .get_or_insert_with(BTreeMap::new)
+                .insert(LABEL.to_owned(), "true".to_owned());
+        }
+        yaml.push_str("---\n");
+        yaml.push_str(&serde_yaml::to_string(&child.object)?);
+    }
+    Ok(yaml)
+}
+
+pub async fn run(args: &ProvisionArgs, deadline: Duration) -> anyhow::Result<BaselineResult> {
+    let dir = args.work_dir.join("kubectl-loop");
+    std::fs::create_dir_all(&dir)?;
+    for index in 0..args.instances {
+        std::fs::write(dir.join(format!("{index:06}.yaml")), render(index)?)?;
+    }
+    let before = Requests::now().await?;
+    eprintln!(
+        "herd-bench: applying {} instances with kubectl",
+        args.instances
+    );
+    let started = Instant::now();
+    let status = Command::new("bash")
+        .args(["-c", LOOP, "kubectl-loop"])
+        .arg(&dir)
+        .status()
+        .await
+        .context("running the kubectl loop")?;
+    if !status.success() {
+        bail!("the kubectl loop failed: {status}");
+    }
+    let apply_seconds = started.elapsed().as_secs_f64();
+    eprintln!("herd-bench: applied in {apply_seconds:.1}s, waiting for the Deployments");
+    let remaining = deadline.saturating_sub(started.elapsed()).as_secs().max(1);
+    kubectl(&[
+        "wait",
+        "deployments",
+        "--all-namespaces",
+        "--selector",
+        &format!("{LABEL}=true"),
+        "--for=condition=Available",
+        &format!("--timeout={remaining}s"),
+    ])
+    .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let after = Requests::now().await?;
+    eprintln!("herd-bench: kubectl loop done after {seconds:.1}s");
+    Ok(BaselineResult {
+        apply_seconds,
+        seconds,
+        instances_per_second: args.instances as f64 / seconds,
+        requests: after.since(&before, args.instances),
+    })
+}
