@@ -18,9 +18,10 @@ log "building herd and herd-bench (release)"
 cargo build --release --locked --bin herd --bin herd-bench
 bin="$CARGO_TARGET_DIR/release"
 
-# Enough fake nodes for every pod of N small instances (1.3 CPU each, plus a
-# setup Job while it runs) on nodes of 32 CPUs, and a few to spare.
-nodes_for() { echo $(($1 * 18 / 10 / 32 + 3)); }
+# Enough fake nodes of 32 CPUs for every pod of 2N small instances (Herd's N
+# and the loop's N run side by side, 1.3 CPUs each, plus a setup Job while it
+# runs), and a few to spare.
+nodes_for() { echo $((2 * $1 * 15 / 10 / 32 + 3)); }
 
 for n in "$@"; do
   [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "N must be a positive number, not $n"

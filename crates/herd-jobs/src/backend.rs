@@ -93,7 +93,9 @@ impl TenantBackend for HerdBackend {
             }
             mark_running(&services, id, phase)
                 .await
-                .map_err(BackendError::new)
+                .map_err(BackendError::new)?;
+            services.ready.wake(id);
+            Ok(())
         }
     }
 }

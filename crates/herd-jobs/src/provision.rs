@@ -5,7 +5,7 @@
 //! services are created with: a crash can never leave a role or key whose
 //! credentials Herd does not know.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use diesel_async::AsyncConnection;
 use herd_core::lifecycle::{InstanceState, LifecycleEvent};
@@ -20,11 +20,21 @@ use uuid::Uuid;
 
 use crate::resource::{instance_resource, resource_name};
 use crate::steps::StepRunner;
+use crate::worker::Slot;
 use crate::{InstanceJob, JobError, Services, tenant_data};
 
 pub const KIND: &str = "provision_instance";
 
-pub async fn run(services: &Services, job: JobId, payload: &InstanceJob) -> Result<(), JobError> {
+/// The reconciler of this process wakes the wait as soon as it marks the
+/// instance running; the recheck covers a reconciler in another process.
+const READY_RECHECK: Duration = Duration::from_secs(5);
+
+pub async fn run(
+    services: &Services,
+    job: JobId,
+    payload: &InstanceJob,
+    slot: &mut Slot,
+) -> Result<(), JobError> {
     let mut steps = StepRunner::resume(services, KIND, job, payload.operation_id).await?;
     let id = payload.instance_id;
 
@@ -64,6 +74,7 @@ pub async fn run(services: &Services, job: JobId, payload: &InstanceJob) -> Resu
     steps
         .step("apply", || apply(services, &instance, &plan))
         .await?;
+    slot.release();
     steps
         .step("ready", || wait_until_running(services, id))
         .await?;
@@ -166,15 +177,19 @@ async fn apply(
 
 /// Waits for the reconciler to report the instance Ready (it mirrors that
 /// into the database). Gives up after a while so the job is retried later
-/// rather than holding a worker forever.
+/// rather than waiting forever.
 async fn wait_until_running(services: &Services, id: Uuid) -> Result<(), JobError> {
     let started = Instant::now();
+    let signal = services.ready.watch(id);
     loop {
         let instance = load(services, id).await?;
         match instance.state {
             InstanceState::Running => return Ok(()),
             InstanceState::Provisioning if started.elapsed() < services.ready_timeout => {
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                tokio::select! {
+                    () = signal.notified() => {}
+                    () = tokio::time::sleep(READY_RECHECK) => {}
+                }
             }
             state => {
                 return Err(JobError::NotYet(format!(

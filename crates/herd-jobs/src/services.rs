@@ -1,11 +1,12 @@
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel_async::AsyncPgConnection;
 use diesel_async::pooled_connection::bb8::PooledConnection;
 use herd_kube::children::ClusterProfile;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 use uuid::Uuid;
 
 use crate::JobError;
@@ -25,6 +26,8 @@ pub struct Services {
     pub lease: Duration,
     /// How long the `ready` step waits for the reconciler before the job is retried.
     pub ready_timeout: Duration,
+    /// Wakes the jobs waiting for an instance the reconciler marked running.
+    pub(crate) ready: ReadySignals,
     clusters: Mutex<HashMap<Uuid, kube::Client>>,
 }
 
@@ -44,6 +47,7 @@ impl Services {
             installation,
             lease: Duration::from_secs(30),
             ready_timeout: Duration::from_secs(300),
+            ready: ReadySignals::default(),
             clusters: Mutex::new(HashMap::new()),
         }
     }
@@ -68,6 +72,58 @@ impl Services {
         let client = client_from_kubeconfig(&kubeconfig).await?;
         clients.insert(cluster_id, client.clone());
         Ok(client)
+    }
+}
+
+/// One wake-up per instance someone waits for, so a thousand waiting jobs
+/// need neither a thousand polls a second nor to be woken for each other.
+#[derive(Default)]
+pub(crate) struct ReadySignals(std::sync::Mutex<HashMap<Uuid, Arc<Notify>>>);
+
+impl ReadySignals {
+    /// The instance's signal, for as long as the returned guard lives.
+    pub(crate) fn watch(&self, id: Uuid) -> ReadySignal<'_> {
+        let notify = self
+            .lock()
+            .entry(id)
+            .or_insert_with(|| Arc::new(Notify::new()))
+            .clone();
+        ReadySignal {
+            signals: self,
+            id,
+            notify,
+        }
+    }
+
+    /// Wakes whoever waits for `id`; a wake-up before the wait is kept for it.
+    pub(crate) fn wake(&self, id: Uuid) {
+        if let Some(notify) = self.lock().get(&id) {
+            notify.notify_one();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<Notify>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+pub(crate) struct ReadySignal<'a> {
+    signals: &'a ReadySignals,
+    id: Uuid,
+    notify: Arc<Notify>,
+}
+
+impl ReadySignal<'_> {
+    pub(crate) async fn notified(&self) {
+        self.notify.notified().await;
+    }
+}
+
+impl Drop for ReadySignal<'_> {
+    fn drop(&mut self) {
+        self.signals.lock().remove(&self.id);
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use herd_core::lifecycle::{InstanceState, LifecycleEvent};
 use herd_db::Backoff;
 use herd_db::jobs::{ClaimedJob, JobState};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -32,8 +33,17 @@ pub async fn run(services: Arc<Services>, worker_id: String, shutdown: Cancellat
         };
         match claimed {
             Ok(Some(job)) => {
+                let (slot, freed) = Slot::new();
+                tokio::spawn(execute(
+                    services.clone(),
+                    worker_id.clone(),
+                    job,
+                    slot,
+                    shutdown.clone(),
+                ));
                 tokio::select! {
-                    () = execute(&services, &worker_id, job) => {}
+                    // Either the job ended or it only waits for the cluster now.
+                    _ = freed => {}
                     () = shutdown.cancelled() => break,
                 }
             }
@@ -47,6 +57,25 @@ pub async fn run(services: Arc<Services>, worker_id: String, shutdown: Cancellat
     tracing::info!(worker = %worker_id, "job worker stopped");
 }
 
+/// A worker's hold on the job it runs. A job that has nothing left to do but
+/// wait for the cluster releases it, and the worker claims the next job
+/// meanwhile: otherwise a few dozen instances waiting for their pods would
+/// stall every order behind them. The released job keeps its lease.
+pub struct Slot(Option<oneshot::Sender<()>>);
+
+impl Slot {
+    fn new() -> (Slot, oneshot::Receiver<()>) {
+        let (sender, receiver) = oneshot::channel();
+        (Slot(Some(sender)), receiver)
+    }
+
+    pub fn release(&mut self) {
+        if let Some(sender) = self.0.take() {
+            let _ = sender.send(());
+        }
+    }
+}
+
 async fn idle(shutdown: &CancellationToken) {
     tokio::select! {
         () = tokio::time::sleep(IDLE_POLL) => {}
@@ -54,14 +83,26 @@ async fn idle(shutdown: &CancellationToken) {
     }
 }
 
-async fn execute(services: &Arc<Services>, worker_id: &str, job: ClaimedJob) {
+async fn execute(
+    services: Arc<Services>,
+    worker_id: String,
+    job: ClaimedJob,
+    slot: Slot,
+    shutdown: CancellationToken,
+) {
     let span = tracing::info_span!("job", id = %job.id.0, kind = %job.kind, attempt = job.attempts);
-    execute_in_span(services, worker_id, job)
-        .instrument(span)
-        .await;
+    tokio::select! {
+        () = execute_in_span(&services, &worker_id, job, slot).instrument(span) => {}
+        () = shutdown.cancelled() => {}
+    }
 }
 
-async fn execute_in_span(services: &Arc<Services>, worker_id: &str, job: ClaimedJob) {
+async fn execute_in_span(
+    services: &Arc<Services>,
+    worker_id: &str,
+    job: ClaimedJob,
+    mut slot: Slot,
+) {
     let lost = CancellationToken::new();
     let heartbeat = tokio::spawn(keep_lease(
         services.clone(),
@@ -70,7 +111,7 @@ async fn execute_in_span(services: &Arc<Services>, worker_id: &str, job: Claimed
         lost.clone(),
     ));
     let outcome = tokio::select! {
-        outcome = dispatch(services, &job) => outcome,
+        outcome = dispatch(services, &job, &mut slot) => outcome,
         () = lost.cancelled() => {
             tracing::warn!("lease lost; another worker owns the job now");
             heartbeat.abort();
@@ -110,11 +151,11 @@ async fn keep_lease(
     }
 }
 
-async fn dispatch(services: &Services, job: &ClaimedJob) -> Result<(), JobError> {
+async fn dispatch(services: &Services, job: &ClaimedJob, slot: &mut Slot) -> Result<(), JobError> {
     let payload: InstanceJob = serde_json::from_value(job.payload.clone())
         .map_err(|err| JobError::Payload(err.to_string()))?;
     match job.kind.as_str() {
-        provision::KIND => provision::run(services, job.id, &payload).await,
+        provision::KIND => provision::run(services, job.id, &payload, slot).await,
         delete::KIND => delete::run(services, job.id, &payload).await,
         other => Err(JobError::Payload(format!(
             "no worker runs jobs of kind {other}"
