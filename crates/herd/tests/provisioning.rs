@@ -17,7 +17,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Api as KubeApi;
 use kube::api::ListParams;
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 use support::{Api, Installation, stack_setting, unique};
 
 const PROVISIONING_DEADLINE: Duration = Duration::from_secs(60);
@@ -89,25 +89,35 @@ async fn order(api: &Api, domain: &str) -> (String, String) {
     (instance, operation)
 }
 
+/// Asks for an instance's deletion: the answer's status and body.
+async fn delete(api: &Api, instance_id: &str) -> (u16, Value) {
+    api.call(
+        Method::DELETE,
+        &format!("/api/v1/instances/{instance_id}"),
+        None,
+    )
+    .await
+}
+
+/// Waits for an operation to end and checks that it succeeded.
+async fn assert_succeeds(api: &Api, operation_id: &str) {
+    let operation = api
+        .wait_for_operation(operation_id, PROVISIONING_DEADLINE)
+        .await;
+    assert_eq!(operation["state"], "succeeded", "{operation}");
+}
+
 #[tokio::test]
 async fn an_order_becomes_a_running_isolated_instance_and_deletion_leaves_nothing() {
     let installation = Installation::new().await;
     installation.set_up_fleet();
-    let token = installation.token("customer@example.org", "customer");
+    let api = installation.api("customer@example.org", "customer");
     let _server = installation.serve(None);
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: installation.base_url(),
-        token,
-    };
     api.wait_until_serving().await;
 
     let domain = format!("{}.example.social", unique("i"));
     let (instance_id, operation_id) = order(&api, &domain).await;
-    let operation = api
-        .wait_for_operation(&operation_id, PROVISIONING_DEADLINE)
-        .await;
-    assert_eq!(operation["state"], "succeeded", "{operation}");
+    assert_succeeds(&api, &operation_id).await;
     let (_, instance) = api
         .call(
             Method::GET,
@@ -176,30 +186,15 @@ async fn an_order_becomes_a_running_isolated_instance_and_deletion_leaves_nothin
     assert_eq!(tenant_state(&instance_id).await, (true, true, true));
 
     // Deletion removes the namespace, the database, the role and the bucket.
-    let (status, deleted) = api
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/instances/{instance_id}"),
-            None,
-        )
-        .await;
+    let (status, deleted) = delete(&api, &instance_id).await;
     assert_eq!(status, 202, "{deleted}");
     let operation_id = deleted["operation"]["id"].as_str().unwrap().to_owned();
-    let (again, _) = api
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/instances/{instance_id}"),
-            None,
-        )
-        .await;
+    let (again, _) = delete(&api, &instance_id).await;
     assert!(
         matches!(again, 202 | 404 | 410),
         "a repeated delete answered {again}"
     );
-    let operation = api
-        .wait_for_operation(&operation_id, PROVISIONING_DEADLINE)
-        .await;
-    assert_eq!(operation["state"], "succeeded", "{operation}");
+    assert_succeeds(&api, &operation_id).await;
     assert!(
         KubeApi::<Namespace>::all(client.clone())
             .get_opt(&namespace)
@@ -226,12 +221,7 @@ const CRASH_POINTS: [&str; 6] = [
 async fn a_process_killed_at_every_step_still_ends_in_one_running_instance() {
     let installation = Installation::new().await;
     installation.set_up_fleet();
-    let token = installation.token("crash@example.org", "customer");
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: installation.base_url(),
-        token,
-    };
+    let api = installation.api("crash@example.org", "customer");
 
     let domain = format!("{}.example.social", unique("c"));
     let mut ordered: Option<(String, String)> = None;
@@ -252,10 +242,7 @@ async fn a_process_killed_at_every_step_still_ends_in_one_running_instance() {
     let (instance_id, operation_id) = ordered.unwrap();
     let _server = installation.serve(None);
     api.wait_until_serving().await;
-    let operation = api
-        .wait_for_operation(&operation_id, PROVISIONING_DEADLINE)
-        .await;
-    assert_eq!(operation["state"], "succeeded", "{operation}");
+    assert_succeeds(&api, &operation_id).await;
 
     let (_, list) = api.call(Method::GET, "/api/v1/instances", None).await;
     let instances = list["instances"].as_array().expect("a list of instances");
@@ -274,20 +261,8 @@ async fn a_process_killed_at_every_step_still_ends_in_one_running_instance() {
         .unwrap();
     assert_eq!(mine.items.len(), 1);
 
-    let (status, deleted) = api
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/instances/{instance_id}"),
-            None,
-        )
-        .await;
+    let (status, deleted) = delete(&api, &instance_id).await;
     assert_eq!(status, 202, "{deleted}");
-    let operation = api
-        .wait_for_operation(
-            deleted["operation"]["id"].as_str().unwrap(),
-            PROVISIONING_DEADLINE,
-        )
-        .await;
-    assert_eq!(operation["state"], "succeeded", "{operation}");
+    assert_succeeds(&api, deleted["operation"]["id"].as_str().unwrap()).await;
     installation.drop_database().await;
 }

@@ -161,6 +161,15 @@ impl Installation {
         self.run(&["token", "create", "--email", email, "--role", role], &[])
     }
 
+    /// A client of this installation's API acting as a new account.
+    pub fn api(&self, email: &str, role: &str) -> Api {
+        Api {
+            http: reqwest::Client::new(),
+            base: self.base_url(),
+            token: self.token(email, role),
+        }
+    }
+
     /// Starts `herd serve`; `crash_at` arms an injected crash point.
     pub fn serve(&self, crash_at: Option<&str>) -> Server {
         let mut command = self.command(&["serve"]);
