@@ -30,6 +30,30 @@ async fn stored(conn: &mut AsyncPgConnection, id: JobId) -> jobs::Job {
 
 const LEASE: Duration = Duration::from_secs(60);
 
+/// What `worker` is handed when it asks for a job of `kind` under the usual lease.
+async fn claim(conn: &mut AsyncPgConnection, worker: &str, kind: &str) -> Option<jobs::ClaimedJob> {
+    jobs::claim(conn, worker, &[kind], LEASE)
+        .await
+        .expect("claim")
+}
+
+/// Fails the job as "worker" with `backoff`, noting each attempt it is asked about.
+async fn fail_noting_attempts(
+    conn: &mut AsyncPgConnection,
+    id: JobId,
+    error: &str,
+    attempts_seen: &Arc<Mutex<Vec<u32>>>,
+    backoff: impl FnOnce(u32) -> Duration + Send + 'static,
+) -> JobState {
+    let seen = attempts_seen.clone();
+    jobs::fail(conn, id, "worker", error, move |attempt| {
+        seen.lock().unwrap().push(attempt);
+        backoff(attempt)
+    })
+    .await
+    .expect("fail")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_workers_claim_each_job_exactly_once() {
     let db = TestDatabase::create("herd_jobs").await;
@@ -118,10 +142,7 @@ async fn an_expired_lease_lets_another_worker_take_over() {
         .expect("a job is due");
     assert_eq!((claimed.id, claimed.attempts), (id, 1));
     assert!(
-        jobs::claim(&mut second, "worker-b", &["test.lease"], LEASE)
-            .await
-            .expect("claim")
-            .is_none(),
+        claim(&mut second, "worker-b", "test.lease").await.is_none(),
         "a job under a live lease was handed out again"
     );
     assert!(
@@ -133,9 +154,8 @@ async fn an_expired_lease_lets_another_worker_take_over() {
 
     // worker-a "crashes": it stops renewing and the lease runs out.
     tokio::time::sleep(short + Duration::from_millis(200)).await;
-    let taken = jobs::claim(&mut second, "worker-b", &["test.lease"], LEASE)
+    let taken = claim(&mut second, "worker-b", "test.lease")
         .await
-        .expect("claim")
         .expect("the expired job is claimable again");
     assert_eq!((taken.id, taken.attempts), (id, 2));
 
@@ -194,10 +214,7 @@ async fn a_worker_dying_in_the_final_attempt_fails_the_job() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     assert!(
-        jobs::claim(&mut conn, "worker-b", &["test.final"], LEASE)
-            .await
-            .expect("claim")
-            .is_none(),
+        claim(&mut conn, "worker-b", "test.final").await.is_none(),
         "a job was run beyond its max_attempts"
     );
     let job = stored(&mut conn, id).await;
@@ -219,18 +236,12 @@ async fn failures_back_off_and_the_last_one_fails_the_job() {
     let attempts_seen = Arc::new(Mutex::new(Vec::new()));
 
     // Attempt 1 fails with no wait: the job is due again at once.
-    let claimed = jobs::claim(&mut conn, "worker", &["test.fail"], LEASE)
-        .await
-        .expect("claim")
-        .expect("due");
+    let claimed = claim(&mut conn, "worker", "test.fail").await.expect("due");
     assert_eq!(claimed.attempts, 1);
-    let seen = attempts_seen.clone();
-    let state = jobs::fail(&mut conn, id, "worker", "first failure", move |attempt| {
-        seen.lock().unwrap().push(attempt);
+    let state = fail_noting_attempts(&mut conn, id, "first failure", &attempts_seen, |_| {
         Duration::ZERO
     })
-    .await
-    .expect("fail");
+    .await;
     assert_eq!(state, JobState::Queued);
     let job = stored(&mut conn, id).await;
     assert_eq!(job.state, JobState::Queued);
@@ -238,9 +249,8 @@ async fn failures_back_off_and_the_last_one_fails_the_job() {
     assert!(job.locked_by.is_none() && job.locked_until.is_none());
 
     // Attempt 2 fails with the real backoff: the job waits.
-    let claimed = jobs::claim(&mut conn, "worker", &["test.fail"], LEASE)
+    let claimed = claim(&mut conn, "worker", "test.fail")
         .await
-        .expect("claim")
         .expect("due again after a zero backoff");
     assert_eq!(claimed.attempts, 2);
     let backoff = herd_db::Backoff {
@@ -248,13 +258,14 @@ async fn failures_back_off_and_the_last_one_fails_the_job() {
         cap: Duration::from_secs(6 * 3600),
     };
     let expected_wait = backoff.delay(2, id.jitter_seed());
-    let seen = attempts_seen.clone();
-    let state = jobs::fail(&mut conn, id, "worker", "second failure", move |attempt| {
-        seen.lock().unwrap().push(attempt);
-        backoff.delay(attempt, id.jitter_seed())
-    })
-    .await
-    .expect("fail");
+    let state = fail_noting_attempts(
+        &mut conn,
+        id,
+        "second failure",
+        &attempts_seen,
+        move |attempt| backoff.delay(attempt, id.jitter_seed()),
+    )
+    .await;
     assert_eq!(state, JobState::Queued);
     let job = stored(&mut conn, id).await;
     // Both come from the same statement's clock.
@@ -267,10 +278,7 @@ async fn failures_back_off_and_the_last_one_fails_the_job() {
     );
     assert!(expected_wait >= Duration::from_secs(30 * 60));
     assert!(
-        jobs::claim(&mut conn, "worker", &["test.fail"], LEASE)
-            .await
-            .expect("claim")
-            .is_none(),
+        claim(&mut conn, "worker", "test.fail").await.is_none(),
         "a job was claimed before its backoff ended"
     );
 
@@ -280,18 +288,14 @@ async fn failures_back_off_and_the_last_one_fails_the_job() {
         .execute(&mut conn)
         .await
         .expect("move run_after");
-    let claimed = jobs::claim(&mut conn, "worker", &["test.fail"], LEASE)
+    let claimed = claim(&mut conn, "worker", "test.fail")
         .await
-        .expect("claim")
         .expect("due after the backoff");
     assert_eq!(claimed.attempts, 3);
-    let seen = attempts_seen.clone();
-    let state = jobs::fail(&mut conn, id, "worker", "third failure", move |attempt| {
-        seen.lock().unwrap().push(attempt);
+    let state = fail_noting_attempts(&mut conn, id, "third failure", &attempts_seen, |_| {
         Duration::ZERO
     })
-    .await
-    .expect("fail");
+    .await;
     assert_eq!(state, JobState::Failed);
     assert_eq!(
         *attempts_seen.lock().unwrap(),
@@ -303,10 +307,7 @@ async fn failures_back_off_and_the_last_one_fails_the_job() {
     assert_eq!(job.last_error.as_deref(), Some("third failure"));
     assert!(job.finished_at.is_some() && job.locked_by.is_none());
     assert!(
-        jobs::claim(&mut conn, "worker", &["test.fail"], LEASE)
-            .await
-            .expect("claim")
-            .is_none(),
+        claim(&mut conn, "worker", "test.fail").await.is_none(),
         "a failed job was claimed"
     );
 
@@ -405,9 +406,8 @@ async fn completed_steps_survive_a_crash_and_are_listed() {
     // worker-a dies; worker-b resumes the job and finds what is done.
     tokio::time::sleep(short + Duration::from_millis(200)).await;
     let mut resumed = db.connect().await;
-    let again = jobs::claim(&mut resumed, "worker-b", &["test.steps"], LEASE)
+    let again = claim(&mut resumed, "worker-b", "test.steps")
         .await
-        .expect("claim")
         .expect("the job is claimable again");
     assert_eq!((again.id, again.attempts), (id, 2));
     let steps = jobs::completed_steps(&mut resumed, id)

@@ -8,7 +8,7 @@ use diesel::sql_types::Bool;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use herd_e2e::{stack_setting, unique_name};
 use herd_tenancy::{
-    DatabaseServer, RolePassword, TenancyError, TenantCredentials, TenantDatabase, TenantState,
+    DatabaseServer, RolePassword, TenancyError, TenantCredentials, TenantDatabase,
     generate_password,
 };
 
@@ -75,7 +75,11 @@ async fn refused_statement(conn: &mut AsyncPgConnection, sql: &str) -> String {
     }
 }
 
-fn assert_gone(state: &TenantState) {
+async fn assert_gone(server: &DatabaseServer, tenant: &TenantDatabase) {
+    let state = server
+        .inspect_tenant(&tenant.name, &tenant.role)
+        .await
+        .expect("inspect");
     assert!(state.role.is_none(), "role left behind: {state:?}");
     assert!(state.database.is_none(), "database left behind: {state:?}");
 }
@@ -194,12 +198,7 @@ async fn each_tenant_role_works_in_its_own_database_only() {
 
     // Dropping ends A's open session, removes both objects, and can repeat.
     server.drop_tenant(&a.name, &a.role).await.expect("drop A");
-    assert_gone(
-        &server
-            .inspect_tenant(&a.name, &a.role)
-            .await
-            .expect("inspect"),
-    );
+    assert_gone(&server, &a).await;
     assert!(
         diesel::sql_query("SELECT 1")
             .execute(&mut own)
@@ -223,12 +222,7 @@ async fn each_tenant_role_works_in_its_own_database_only() {
         .await
         .expect("B still connects");
     server.drop_tenant(&b.name, &b.role).await.expect("drop B");
-    assert_gone(
-        &server
-            .inspect_tenant(&b.name, &b.role)
-            .await
-            .expect("inspect"),
-    );
+    assert_gone(&server, &b).await;
 }
 
 #[tokio::test]
@@ -319,12 +313,7 @@ async fn ensure_repairs_a_half_made_or_tampered_tenant() {
     assert!(old.contains("password authentication failed"), "{old}");
 
     server.drop_tenant(&t.name, &t.role).await.expect("drop");
-    assert_gone(
-        &server
-            .inspect_tenant(&t.name, &t.role)
-            .await
-            .expect("inspect"),
-    );
+    assert_gone(&server, &t).await;
 }
 
 #[tokio::test]
@@ -461,10 +450,5 @@ async fn concurrent_runs_on_one_tenant_all_succeed() {
     );
     first.expect("concurrent drop");
     second.expect("concurrent drop");
-    assert_gone(
-        &server
-            .inspect_tenant(&t.name, &t.role)
-            .await
-            .expect("inspect"),
-    );
+    assert_gone(&server, &t).await;
 }
