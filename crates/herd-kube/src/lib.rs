@@ -3,6 +3,7 @@
 
 pub mod children;
 pub mod crd;
+pub mod lease;
 pub mod manifests;
 pub mod reconciler;
 

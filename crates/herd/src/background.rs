@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use herd_jobs::resource::installation_selector;
 use herd_jobs::{HerdBackend, Services};
+use herd_kube::lease::LeaseElection;
+use herd_kube::reconciler::Reconciler;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -39,9 +41,9 @@ pub fn start(
             if !schema_current(&schema, &shutdown).await {
                 return;
             }
-            let process = Uuid::now_v7().simple().to_string();
+            let process = format!("{}-{}", hostname(), Uuid::now_v7().simple());
             for index in 0..workers {
-                let worker_id = format!("{}-{process}-{index}", hostname());
+                let worker_id = format!("{process}-{index}");
                 tokio::spawn(herd_jobs::run_worker(
                     services.clone(),
                     worker_id,
@@ -53,7 +55,7 @@ pub fn start(
                 shutdown.clone(),
             ));
             if reconcile {
-                supervise_reconcilers(services, shutdown).await;
+                supervise_reconcilers(services, &process, shutdown).await;
             }
         }
     });
@@ -72,7 +74,11 @@ async fn schema_current(schema: &herd_db::SchemaStatus, shutdown: &CancellationT
 
 /// Starts a reconciler for each cluster of the fleet, including clusters
 /// registered while Herd runs.
-async fn supervise_reconcilers(services: Arc<Services>, shutdown: CancellationToken) {
+async fn supervise_reconcilers(
+    services: Arc<Services>,
+    process: &str,
+    shutdown: CancellationToken,
+) {
     let backend = Arc::new(HerdBackend::new(services.clone()));
     let mut running: HashSet<Uuid> = HashSet::new();
     loop {
@@ -80,7 +86,15 @@ async fn supervise_reconcilers(services: Arc<Services>, shutdown: CancellationTo
             Ok(ids) => {
                 let new: Vec<Uuid> = ids.into_iter().filter(|id| !running.contains(id)).collect();
                 for id in new {
-                    match start_reconciler(&services, backend.clone(), id, shutdown.clone()).await {
+                    match start_reconciler(
+                        &services,
+                        backend.clone(),
+                        id,
+                        process,
+                        shutdown.clone(),
+                    )
+                    .await
+                    {
                         Ok(()) => {
                             running.insert(id);
                         }
@@ -107,19 +121,32 @@ async fn cluster_ids(services: &Services) -> anyhow::Result<Vec<Uuid>> {
     Ok(herd_db::fleet::serving_cluster_ids(&mut conn).await?)
 }
 
+/// Holders of a reconciler lease give it up this long after they stop renewing.
+const RECONCILER_LEASE: Duration = Duration::from_secs(15);
+
 async fn start_reconciler(
     services: &Arc<Services>,
     backend: Arc<HerdBackend>,
     cluster: Uuid,
+    process: &str,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let client = services.cluster_client(cluster).await?;
     herd_kube::reconciler::install_crd(&client).await?;
-    let reconciler =
-        herd_kube::reconciler::Reconciler::new(client, backend, services.profile.clone())
-            .instance_selector(installation_selector(&services.installation));
-    tokio::spawn(async move { reconciler.run(shutdown.cancelled_owned()).await });
-    tracing::info!(%cluster, "reconciling the cluster's instances");
+    let election = LeaseElection::new(
+        client.clone(),
+        format!("herd-reconciler-{}", services.installation),
+        process,
+        RECONCILER_LEASE,
+    );
+    let selector = installation_selector(&services.installation);
+    let profile = services.profile.clone();
+    tokio::spawn(election.run_while_holding(shutdown, move |lost| {
+        let reconciler = Reconciler::new(client.clone(), backend.clone(), profile.clone())
+            .instance_selector(selector.clone());
+        async move { reconciler.run(lost.cancelled_owned()).await }
+    }));
+    tracing::info!(%cluster, "reconciling the cluster's instances while holding its lease");
     Ok(())
 }
 
