@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 const READY_WITHIN: Duration = Duration::from_secs(60);
@@ -225,6 +225,18 @@ impl Harness {
         instance
     }
 
+    /// Merges `spec` into the instance's spec, as an operator's edit would.
+    async fn change_spec(&self, name: &str, spec: Value) {
+        self.instances()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": spec })),
+            )
+            .await
+            .expect("spec changed");
+    }
+
     /// Waits until the instance reports Ready for its current generation.
     async fn ready(&self, name: &str) -> MastodonInstance {
         let instances = self.instances();
@@ -399,15 +411,7 @@ async fn plan_change_scales_and_prunes() {
     plan.sidekiq.retain(|group| group.name != EXTRA_GROUP);
     plan.database_connection_limit = plan.database_connections_needed();
     plan.validate().expect("a valid plan");
-    harness
-        .instances()
-        .patch(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"plan": plan}})),
-        )
-        .await
-        .expect("plan changed");
+    harness.change_spec(&name, json!({"plan": plan})).await;
 
     eventually(
         "web to scale to 2 and the extra group to go",
@@ -481,14 +485,8 @@ async fn suspension_scales_to_zero_and_resuming_runs_setup() {
     assert_eq!(setup.spec.as_ref().and_then(|s| s.suspend), Some(true));
 
     harness
-        .instances()
-        .patch(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"suspended": false}})),
-        )
-        .await
-        .expect("instance resumed");
+        .change_spec(&name, json!({"suspended": false}))
+        .await;
     let instance = harness.ready(&name).await;
     assert_eq!(
         instance.status.and_then(|s| s.phase).as_deref(),
