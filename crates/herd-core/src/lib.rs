@@ -4,6 +4,7 @@
 //! other crates feed it facts and act on its answers, which keeps the rules
 //! testable without any server.
 
+pub mod archive;
 pub mod billing;
 pub mod domain;
 pub mod lifecycle;
