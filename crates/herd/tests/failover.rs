@@ -8,26 +8,13 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api as KubeApi;
-use reqwest::Method;
-use serde_json::json;
 use support::{Api, Installation, free_port, unique};
 
 const DEADLINE: Duration = Duration::from_secs(90);
 
 async fn provision(api: &Api) {
-    let domain = format!("{}.example.social", unique("f"));
-    let (status, body) = api
-        .call(
-            Method::POST,
-            "/api/v1/instances",
-            Some(json!({"domain": domain, "plan": "small", "owner_email": "owner@example.org"})),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
-    let operation = api
-        .wait_for_operation(body["operation"]["id"].as_str().unwrap(), DEADLINE)
-        .await;
-    assert_eq!(operation["state"], "succeeded", "{operation}");
+    let (_, operation) = api.order(&format!("{}.example.social", unique("f"))).await;
+    api.assert_succeeds(&operation, DEADLINE).await;
 }
 
 async fn lease(installation: &Installation) -> Lease {

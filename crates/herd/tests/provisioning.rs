@@ -17,7 +17,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Api as KubeApi;
 use kube::api::ListParams;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 use support::{Api, Installation, stack_setting, unique};
 
 const PROVISIONING_DEADLINE: Duration = Duration::from_secs(60);
@@ -69,26 +69,6 @@ async fn tenant_state(instance_id: &str) -> (bool, bool, bool) {
     )
 }
 
-async fn order(api: &Api, domain: &str) -> (String, String) {
-    let (status, body) = api
-        .call(
-            Method::POST,
-            "/api/v1/instances",
-            Some(json!({"domain": domain, "plan": "small", "owner_email": "owner@example.org"})),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
-    let instance = body["instance"]["id"]
-        .as_str()
-        .expect("instance id")
-        .to_owned();
-    let operation = body["operation"]["id"]
-        .as_str()
-        .expect("operation id")
-        .to_owned();
-    (instance, operation)
-}
-
 /// Asks for an instance's deletion: the answer's status and body.
 async fn delete(api: &Api, instance_id: &str) -> (u16, Value) {
     api.call(
@@ -97,14 +77,6 @@ async fn delete(api: &Api, instance_id: &str) -> (u16, Value) {
         None,
     )
     .await
-}
-
-/// Waits for an operation to end and checks that it succeeded.
-async fn assert_succeeds(api: &Api, operation_id: &str) {
-    let operation = api
-        .wait_for_operation(operation_id, PROVISIONING_DEADLINE)
-        .await;
-    assert_eq!(operation["state"], "succeeded", "{operation}");
 }
 
 #[tokio::test]
@@ -116,8 +88,9 @@ async fn an_order_becomes_a_running_isolated_instance_and_deletion_leaves_nothin
     api.wait_until_serving().await;
 
     let domain = format!("{}.example.social", unique("i"));
-    let (instance_id, operation_id) = order(&api, &domain).await;
-    assert_succeeds(&api, &operation_id).await;
+    let (instance_id, operation_id) = api.order(&domain).await;
+    api.assert_succeeds(&operation_id, PROVISIONING_DEADLINE)
+        .await;
     let (_, instance) = api
         .call(
             Method::GET,
@@ -194,7 +167,8 @@ async fn an_order_becomes_a_running_isolated_instance_and_deletion_leaves_nothin
         matches!(again, 202 | 404 | 410),
         "a repeated delete answered {again}"
     );
-    assert_succeeds(&api, &operation_id).await;
+    api.assert_succeeds(&operation_id, PROVISIONING_DEADLINE)
+        .await;
     assert!(
         KubeApi::<Namespace>::all(client.clone())
             .get_opt(&namespace)
@@ -229,7 +203,7 @@ async fn a_process_killed_at_every_step_still_ends_in_one_running_instance() {
         let mut server = installation.serve(Some(point));
         api.wait_until_serving().await;
         if ordered.is_none() {
-            ordered = Some(order(&api, &domain).await);
+            ordered = Some(api.order(&domain).await);
         }
         let status = server.wait_for_exit(Duration::from_secs(60));
         assert!(
@@ -242,7 +216,8 @@ async fn a_process_killed_at_every_step_still_ends_in_one_running_instance() {
     let (instance_id, operation_id) = ordered.unwrap();
     let _server = installation.serve(None);
     api.wait_until_serving().await;
-    assert_succeeds(&api, &operation_id).await;
+    api.assert_succeeds(&operation_id, PROVISIONING_DEADLINE)
+        .await;
 
     let (_, list) = api.call(Method::GET, "/api/v1/instances", None).await;
     let instances = list["instances"].as_array().expect("a list of instances");
@@ -263,6 +238,10 @@ async fn a_process_killed_at_every_step_still_ends_in_one_running_instance() {
 
     let (status, deleted) = delete(&api, &instance_id).await;
     assert_eq!(status, 202, "{deleted}");
-    assert_succeeds(&api, deleted["operation"]["id"].as_str().unwrap()).await;
+    api.assert_succeeds(
+        deleted["operation"]["id"].as_str().unwrap(),
+        PROVISIONING_DEADLINE,
+    )
+    .await;
     installation.drop_database().await;
 }

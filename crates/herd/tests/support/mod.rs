@@ -298,4 +298,24 @@ impl Api {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
+
+    /// Orders an instance on the small plan; returns its id and its operation's id.
+    pub async fn order(&self, domain: &str) -> (String, String) {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/instances",
+                Some(serde_json::json!({"domain": domain, "plan": "small", "owner_email": "owner@example.org"})),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        let id = |value: &Value| value.as_str().expect("an id").to_owned();
+        (id(&body["instance"]["id"]), id(&body["operation"]["id"]))
+    }
+
+    /// Waits for an operation to end and checks that it succeeded.
+    pub async fn assert_succeeds(&self, operation_id: &str, deadline: Duration) {
+        let operation = self.wait_for_operation(operation_id, deadline).await;
+        assert_eq!(operation["state"], "succeeded", "{operation}");
+    }
 }
