@@ -207,7 +207,7 @@ fn starts_with(reader: &mut impl BufRead, magic: &[u8]) -> io::Result<bool> {
 /// zstd, leaving the tar stream.
 pub(crate) fn open<'a, R: Read + 'a>(
     input: R,
-    identity: Option<&dyn age::Identity>,
+    identity: Option<&age::x25519::Identity>,
     limits: Limits,
 ) -> Result<Source<'a>, ArchiveError> {
     let mut input = BufReader::new(input);
@@ -218,7 +218,7 @@ pub(crate) fn open<'a, R: Read + 'a>(
         let identity = identity.ok_or(ArchiveError::IdentityRequired)?;
         let decryptor = age::Decryptor::new(age::armor::ArmoredReader::new(input))?;
         BufReader::new(Box::new(Decrypted {
-            inner: decryptor.decrypt(iter::once(identity))?,
+            inner: decryptor.decrypt(iter::once(identity as &dyn age::Identity))?,
             state: state.clone(),
         }))
     } else {

@@ -26,7 +26,7 @@ use crate::layers::{self, Source};
 pub struct ReadOptions<'a> {
     /// Decrypts an age-encrypted archive; an encrypted archive without it
     /// is refused with [`ArchiveError::IdentityRequired`].
-    pub identity: Option<&'a dyn age::Identity>,
+    pub identity: Option<&'a age::x25519::Identity>,
     pub limits: Limits,
 }
 
@@ -80,7 +80,7 @@ impl Read for Member<'_> {
 /// Checks the archive at `path` with the default limits.
 pub fn verify(
     path: &Path,
-    identity: Option<&dyn age::Identity>,
+    identity: Option<&age::x25519::Identity>,
 ) -> Result<VerifiedArchive, ArchiveError> {
     verify_with(
         path,

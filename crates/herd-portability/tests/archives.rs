@@ -122,7 +122,7 @@ fn round_trip(options: WriteOptions, identity: Option<&Identity>) {
     let path = dir.path().join("archive");
     let written = write_archive(&path, &options);
 
-    let verified = verify(&path, identity.map(|i| i as &dyn age::Identity)).unwrap();
+    let verified = verify(&path, identity).unwrap();
     assert_eq!(verified.manifest, written);
     assert_eq!(verified.encrypted, options.recipient.is_some());
     assert_eq!(verified.compressed, options.zstd_level.is_some());
@@ -137,7 +137,7 @@ fn round_trip(options: WriteOptions, identity: Option<&Identity>) {
     read_archive(
         fs::File::open(&path).unwrap(),
         ReadOptions {
-            identity: identity.map(|i| i as &dyn age::Identity),
+            identity,
             limits: Limits::default(),
         },
         |member| {
