@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::FixtureError;
 use crate::generate::connect;
+use crate::retry::when_busy;
 
 /// Objects fetched at once; also the bound on object bodies held in memory.
 const FETCHES_IN_FLIGHT: usize = 16;
@@ -189,13 +190,13 @@ pub async fn bucket_fingerprint(
     store: &ObjectStore,
     exclude_prefix: Option<&str>,
 ) -> Result<BucketFingerprint, FixtureError> {
-    let keys = store.list("").await?;
+    let keys = when_busy(|| store.list("")).await?;
     let objects: BTreeMap<String, ObjectFingerprint> = futures::stream::iter(
         keys.into_iter()
             .filter(|key| exclude_prefix.is_none_or(|prefix| !key.starts_with(prefix))),
     )
     .map(|key| async move {
-        let body = store.get(&key).await?;
+        let body = when_busy(|| store.get(&key)).await?;
         let fingerprint = ObjectFingerprint {
             size: body.len() as u64,
             sha256: hex(&Sha256::digest(&body)),

@@ -16,6 +16,7 @@ use crate::copy::{CopyRows, Ids, Millis, Null, Time, Words};
 use crate::model::{
     Account, EDGE_TIMES, Kind, LANGUAGES, Media, Object, REMOTE_DOMAINS, Scale, Status, WORDS,
 };
+use crate::retry::when_busy;
 use crate::rng::Rng;
 
 const SCHEMA: &str = include_str!("schema.sql");
@@ -33,8 +34,11 @@ pub struct FixtureSpec {
     pub seed: u64,
     /// Units of size: each adds 50 accounts, 2,000 statuses with their
     /// favourites, follows, tags and notifications (a few MB of database) and
-    /// about 20 MB of media.
+    /// about 28 MB of media.
     pub scale: u64,
+    /// Object sizes in percent of the usual ones, to weigh media against the
+    /// database: 100 gives about 28 MB a unit, 10 about 3 MB.
+    pub media_percent: u64,
     /// The instance's `LOCAL_DOMAIN`, which local URIs are built on.
     pub local_domain: String,
 }
@@ -55,7 +59,7 @@ pub async fn generate(
     store: &ObjectStore,
     spec: &FixtureSpec,
 ) -> Result<FixtureSummary, FixtureError> {
-    let scale = Scale::new(spec.seed, spec.scale);
+    let scale = Scale::new(spec.seed, spec.scale, spec.media_percent);
     let (rows, (objects, object_bytes)) = tokio::try_join!(
         load_database(database_url, &scale, &spec.local_domain),
         upload_objects(store, &scale),
@@ -128,7 +132,8 @@ async fn load_database(
         "advance the id sequences",
         "SELECT setval('accounts_id_seq', (SELECT count(*) + 1 FROM accounts));
          SELECT setval('statuses_id_seq', (SELECT count(*) + 1 FROM statuses));
-         SELECT setval('media_attachments_id_seq', (SELECT count(*) + 1 FROM media_attachments));",
+         SELECT setval('media_attachments_id_seq', (SELECT count(*) + 1 FROM media_attachments));
+         SELECT setval('users_id_seq', max(id)) FROM users;",
     )
     .await?;
     Ok(rows)
@@ -145,7 +150,9 @@ async fn upload_objects(store: &ObjectStore, scale: &Scale) -> Result<(u64, u64)
     futures::stream::iter(scale.objects())
         .map(|object| async move {
             let body = object_body(scale.seed, &object);
-            store.put(&object.key, body).await.map(|()| object.size)
+            when_busy(|| store.put(&object.key, body.clone()))
+                .await
+                .map(|()| object.size)
         })
         .buffer_unordered(UPLOADS_IN_FLIGHT)
         .try_fold((0, 0), |(count, bytes), size| async move {

@@ -27,7 +27,8 @@
 //!
 //! The seed decides everything: the same seed and scale give the same rows
 //! and the same bytes. Each scale unit adds 50 accounts and 2,000 statuses
-//! with their relations (a few MB of database) and about 20 MB of media. Rows
+//! with their relations (about 3 MB of database) and about 28 MB of media
+//! (`media_percent` scales the object sizes, to weigh the two). Rows
 //! stream in through `COPY` and objects are generated one by one as they are
 //! uploaded, so memory stays flat up to fixtures of several GB.
 //!
@@ -42,6 +43,7 @@ mod error;
 mod fingerprint;
 mod generate;
 mod model;
+mod retry;
 mod rng;
 
 pub use error::FixtureError;

@@ -30,9 +30,13 @@ enum Command {
         /// The same seed gives the same fixture, byte for byte.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Units of 50 accounts, 2,000 statuses and about 20 MB of media.
+        /// Units of 50 accounts, 2,000 statuses and about 28 MB of media.
         #[arg(long, default_value_t = 1)]
         scale: u64,
+        /// Object sizes in percent of the usual ones (100: about 28 MB of
+        /// media a unit); lower it for a database-heavy fixture.
+        #[arg(long, default_value_t = 100)]
+        media_percent: u64,
         /// The instance's LOCAL_DOMAIN.
         #[arg(long, default_value = "fixture.example")]
         local_domain: String,
@@ -98,6 +102,7 @@ async fn main() -> Result<()> {
             bucket,
             seed,
             scale,
+            media_percent,
             local_domain,
         } => {
             let store = bucket.store()?.context("generate needs --bucket")?;
@@ -105,6 +110,7 @@ async fn main() -> Result<()> {
             let spec = FixtureSpec {
                 seed,
                 scale,
+                media_percent,
                 local_domain,
             };
             let summary = generate(&database_url, &store, &spec).await?;

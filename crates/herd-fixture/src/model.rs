@@ -6,7 +6,7 @@
 
 use crate::rng::Rng;
 
-/// Rows per unit of scale. One unit is a few MB of database and about 20 MB
+/// Rows per unit of scale. One unit is a few MB of database and about 28 MB
 /// of media; the size grows linearly with the scale.
 pub const ACCOUNTS_PER_UNIT: u64 = 50;
 pub const STATUSES_PER_UNIT: u64 = 2_000;
@@ -95,6 +95,8 @@ pub const LANGUAGES: &[&str] = &["en", "ja", "ar", "he", "de", "zh-CN", "ko"];
 #[derive(Debug, Clone)]
 pub struct Scale {
     pub seed: u64,
+    /// Object sizes in percent of the usual ones.
+    pub media_percent: u64,
     pub accounts: u64,
     pub statuses: u64,
     pub tags: u64,
@@ -102,10 +104,11 @@ pub struct Scale {
 }
 
 impl Scale {
-    pub fn new(seed: u64, units: u64) -> Scale {
+    pub fn new(seed: u64, units: u64, media_percent: u64) -> Scale {
         let units = units.max(1);
         Scale {
             seed,
+            media_percent,
             accounts: ACCOUNTS_PER_UNIT * units,
             statuses: STATUSES_PER_UNIT * units,
             tags: TAGS_PER_UNIT * units,
@@ -136,7 +139,7 @@ impl Scale {
             size: if index == 2 {
                 0
             } else {
-                rng.log_uniform(1 << 10, 64 << 10)
+                self.object_size(&mut rng, 1 << 10, 64 << 10)
             },
             content_type: "image/png",
         });
@@ -235,12 +238,12 @@ impl Scale {
                     file_name: format!("{name}.{extension}"),
                     original: Object {
                         key: format!("{directory}/original/{name}.{extension}"),
-                        size: rng.log_uniform(2 << 10, 1 << 20),
+                        size: self.object_size(&mut rng, 2 << 10, 1 << 20),
                         content_type,
                     },
                     small: Object {
                         key: format!("{directory}/small/{name}.{small_extension}"),
-                        size: rng.log_uniform(1 << 10, 32 << 10),
+                        size: self.object_size(&mut rng, 1 << 10, 32 << 10),
                         content_type: if extension == "mp4" {
                             "image/png"
                         } else {
@@ -250,6 +253,10 @@ impl Scale {
                 }
             })
             .collect()
+    }
+
+    fn object_size(&self, rng: &mut Rng, low: u64, high: u64) -> u64 {
+        rng.log_uniform(low, high) * self.media_percent / 100
     }
 
     /// Every object of the fixture, computed lazily in a fixed order.
@@ -351,7 +358,7 @@ mod tests {
 
     #[test]
     fn ids_are_unique_and_ordered_by_time() {
-        let scale = Scale::new(3, 1);
+        let scale = Scale::new(3, 1, 100);
         let ids: Vec<i64> = (0..scale.statuses).map(|i| scale.status(i).id).collect();
         assert!(ids.windows(2).all(|pair| pair[0] < pair[1]));
         let accounts: Vec<i64> = (0..scale.accounts).map(|i| scale.account(i).id).collect();
@@ -360,7 +367,7 @@ mod tests {
 
     #[test]
     fn targets_are_earlier_originals() {
-        let scale = Scale::new(5, 1);
+        let scale = Scale::new(5, 1, 100);
         for index in 0..scale.statuses {
             if let Kind::Reply(target) | Kind::Reblog(target) = scale.status(index).kind {
                 assert!(target < index);
@@ -371,7 +378,7 @@ mod tests {
 
     #[test]
     fn remote_files_are_under_the_cache() {
-        let scale = Scale::new(9, 1);
+        let scale = Scale::new(9, 1, 100);
         for index in 0..scale.accounts {
             let account = scale.account(index);
             if let Some(avatar) = account.avatar {

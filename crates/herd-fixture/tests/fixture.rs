@@ -95,6 +95,7 @@ impl Tenant {
         let spec = FixtureSpec {
             seed,
             scale: 1,
+            media_percent: 100,
             local_domain: "fixture.example".into(),
         };
         let summary = generate(&tenant.url, &tenant.store, &spec)
