@@ -223,6 +223,19 @@ pub async fn find(conn: &mut AsyncPgConnection, job_id: JobId) -> Result<Option<
         .optional()?)
 }
 
+/// The job that holds `dedupe_key`, if any ever did.
+pub async fn find_by_dedupe_key(
+    conn: &mut AsyncPgConnection,
+    dedupe_key: &str,
+) -> Result<Option<Job>, DbError> {
+    Ok(jobs::table
+        .filter(jobs::dedupe_key.eq(dedupe_key))
+        .select(Job::as_select())
+        .get_result(conn)
+        .await
+        .optional()?)
+}
+
 const FINAL_LEASE_EXPIRED: &str = "the lease expired during the final attempt";
 
 /// Takes the next due job of one of `kinds` for `worker_id`, holding it for

@@ -6,7 +6,7 @@ use diesel_async::AsyncConnection;
 use herd_core::lifecycle::{InstanceState, LifecycleEvent};
 use herd_db::audit::{Actor, AuditEntry};
 use herd_db::instances::Instance;
-use herd_db::jobs::JobId;
+use herd_db::jobs::{JobId, JobState};
 use herd_kube::crd::MastodonInstance;
 use kube::Api;
 use kube::api::DeleteParams;
@@ -46,6 +46,7 @@ pub async fn run(services: &Services, job: JobId, payload: &InstanceJob) -> Resu
 /// Deletes the instance's resource and waits until it is gone: its finalizer
 /// removes the tenant's data services, then its namespace goes with everything in it.
 async fn remove_workloads(services: &Services, instance: &Instance) -> Result<(), JobError> {
+    provisioning_stopped(services, instance).await?;
     let Some(cluster) = instance.cluster_id else {
         return Ok(());
     };
@@ -66,6 +67,22 @@ async fn remove_workloads(services: &Services, instance: &Instance) -> Result<()
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
     Ok(())
+}
+
+/// A provisioning still running could apply the resource again right after it
+/// is deleted; it stops by itself at its next step, as the instance is being
+/// deleted, and this waits for that (a dead worker's lease runs out).
+async fn provisioning_stopped(services: &Services, instance: &Instance) -> Result<(), JobError> {
+    let key = format!("provision:{}", instance.id);
+    let mut conn = services.conn().await?;
+    let provisioning = herd_db::jobs::find_by_dedupe_key(&mut conn, &key).await?;
+    match provisioning {
+        Some(job) if job.state == JobState::Running => Err(JobError::NotYet(format!(
+            "provisioning of {} is still running",
+            instance.id
+        ))),
+        _ => Ok(()),
+    }
 }
 
 async fn finish(services: &Services, instance: &Instance) -> Result<(), JobError> {

@@ -27,6 +27,10 @@ pub enum JobError {
     NoCapacity,
     #[error("{0}")]
     NotYet(String),
+    /// The work no longer makes sense (its instance is being deleted): the job
+    /// ends without retries, its operation failed with this reason.
+    #[error("cancelled: {0}")]
+    Cancelled(String),
     #[error("the system's random number generator failed")]
     Random,
 }

@@ -38,6 +38,7 @@ pub async fn run(
     let mut steps = StepRunner::resume(services, KIND, job, payload.operation_id).await?;
     let id = payload.instance_id;
 
+    still_wanted(services, id).await?;
     steps.step("place", || place(services, id)).await?;
     let instance = load(services, id).await?;
     let plan = {
@@ -56,6 +57,7 @@ pub async fn run(
             .ok_or_else(|| JobError::Payload(format!("instance {id} has no stored secrets")))?
     };
 
+    still_wanted(services, id).await?;
     steps
         .step("tenant_database", || {
             tenant_data::ensure_database(
@@ -66,11 +68,13 @@ pub async fn run(
             )
         })
         .await?;
+    still_wanted(services, id).await?;
     steps
         .step("tenant_bucket", || {
             tenant_data::ensure_bucket(services, &instance, &secrets, plan.media_storage_gib)
         })
         .await?;
+    still_wanted(services, id).await?;
     steps
         .step("apply", || apply(services, &instance, &plan))
         .await?;
@@ -82,6 +86,17 @@ pub async fn run(
     let mut conn = services.conn().await?;
     herd_db::operations::finish_operation(&mut conn, payload.operation_id, None).await?;
     Ok(())
+}
+
+/// Stops provisioning an instance someone asked to delete: whatever it would
+/// create next would only outlive the deletion.
+async fn still_wanted(services: &Services, id: Uuid) -> Result<(), JobError> {
+    match load(services, id).await?.state {
+        InstanceState::Deleting | InstanceState::Deleted => Err(JobError::Cancelled(format!(
+            "instance {id} is being deleted"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 async fn load(services: &Services, id: Uuid) -> Result<Instance, JobError> {
@@ -190,6 +205,11 @@ async fn wait_until_running(services: &Services, id: Uuid) -> Result<(), JobErro
                     () = signal.notified() => {}
                     () = tokio::time::sleep(READY_RECHECK) => {}
                 }
+            }
+            InstanceState::Deleting | InstanceState::Deleted => {
+                return Err(JobError::Cancelled(format!(
+                    "instance {id} is being deleted"
+                )));
             }
             state => {
                 return Err(JobError::NotYet(format!(

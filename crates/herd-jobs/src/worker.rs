@@ -176,6 +176,16 @@ async fn record_outcome(
             tracing::info!("job succeeded");
             return Ok(());
         }
+        Err(JobError::Cancelled(reason)) => {
+            herd_db::jobs::complete(&mut conn, job.id, worker_id).await?;
+            let payload: InstanceJob = serde_json::from_value(job.payload.clone())
+                .map_err(|err| JobError::Payload(err.to_string()))?;
+            let message = format!("cancelled: {reason}");
+            herd_db::operations::finish_operation(&mut conn, payload.operation_id, Some(&message))
+                .await?;
+            tracing::info!(reason, "job cancelled");
+            return Ok(());
+        }
         Err(error) => error,
     };
     let seed = job.id.jitter_seed();

@@ -245,3 +245,46 @@ async fn a_process_killed_at_every_step_still_ends_in_one_running_instance() {
     .await;
     installation.drop_database().await;
 }
+
+#[tokio::test]
+async fn deleting_while_provisioning_leaves_nothing_behind() {
+    let installation = Installation::new().await;
+    installation.set_up_fleet();
+    let api = installation.api("impatient@example.org", "customer");
+    let _server = installation.serve(None);
+    api.wait_until_serving().await;
+
+    for pause in [
+        Duration::ZERO,
+        Duration::from_millis(300),
+        Duration::from_millis(1500),
+    ] {
+        let (instance_id, provisioning) =
+            api.order(&format!("{}.example.social", unique("d"))).await;
+        tokio::time::sleep(pause).await;
+        let (status, deleted) = delete(&api, &instance_id).await;
+        assert_eq!(status, 202, "{deleted}");
+        api.assert_succeeds(
+            deleted["operation"]["id"].as_str().unwrap(),
+            PROVISIONING_DEADLINE,
+        )
+        .await;
+        // Provisioning ends too, finished or cancelled, and nothing it made survives.
+        let ended = api
+            .wait_for_operation(&provisioning, PROVISIONING_DEADLINE)
+            .await;
+        println!("provisioning after {pause:?}: {}", ended["state"]);
+        let namespace = herd_kube::children::namespace_name(&instance_id);
+        let namespaces: KubeApi<Namespace> = KubeApi::all(kube().await);
+        assert!(
+            namespaces.get_opt(&namespace).await.unwrap().is_none(),
+            "{namespace} survived"
+        );
+        assert_eq!(
+            tenant_state(&instance_id).await,
+            (false, false, false),
+            "data services survived"
+        );
+    }
+    installation.drop_database().await;
+}
