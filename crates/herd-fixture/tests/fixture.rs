@@ -239,6 +239,11 @@ async fn the_fixture_has_mastodons_shape() {
             .contains_key("timestamp_id(table_name text)")
     );
     assert!(
+        fingerprint.sequences.values().all(Option::is_some),
+        "every sequence is advanced past the rows: {:?}",
+        fingerprint.sequences
+    );
+    assert!(
         fingerprint.tables["statuses"]
             .columns
             .iter()
