@@ -178,6 +178,15 @@ pub enum ConsistencyMethod {
     MaintenanceWindow,
 }
 
+impl fmt::Display for ConsistencyMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConsistencyMethod::Snapshot => "snapshot",
+            ConsistencyMethod::MaintenanceWindow => "maintenance_window",
+        })
+    }
+}
+
 /// Something deliberately not in the archive, and how the restored server
 /// gets it back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -960,6 +969,14 @@ mod tests {
         assert_eq!(value["local_domain"], "example.social");
         assert_eq!(value["mastodon_version"], "4.5.2");
         assert_eq!(value["consistency"]["method"], "snapshot");
+        assert_eq!(
+            value["consistency"]["method"],
+            ConsistencyMethod::Snapshot.to_string()
+        );
+        assert_eq!(
+            serde_json::to_value(ConsistencyMethod::MaintenanceWindow).unwrap(),
+            ConsistencyMethod::MaintenanceWindow.to_string()
+        );
         assert_eq!(value["left_out"][0]["path"], "system/cache/");
     }
 
