@@ -1,5 +1,6 @@
 //! The `herd` binary: one process image for every role, chosen by subcommand.
 
+mod archive_cli;
 mod background;
 mod config;
 mod fleet_cli;
@@ -56,6 +57,11 @@ enum Command {
     Fleet {
         #[command(subcommand)]
         action: fleet_cli::FleetCommand,
+    },
+    /// Check instance archives offline.
+    Archive {
+        #[command(subcommand)]
+        action: archive_cli::ArchiveCommand,
     },
 }
 
@@ -146,6 +152,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         } => create_token(settings, &email, role.into(), &name).await,
         Command::Seed => seed(settings).await,
         Command::Fleet { action } => fleet_cli::run(&settings, action).await,
+        Command::Archive { action } => archive_cli::run(action).await,
     }
 }
 
