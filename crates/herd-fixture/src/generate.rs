@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use herd_tenancy::ObjectStore;
 use serde::Serialize;
 use serde_json::json;
@@ -97,34 +98,28 @@ async fn load_database(
         scale,
         local_domain,
     };
+    // In dependency order; each load starts only when awaited.
+    let loads: Vec<(&str, BoxFuture<'_, Result<u64, FixtureError>>)> = vec![
+        ("schema_migrations", writer.schema_migrations().boxed()),
+        ("ar_internal_metadata", writer.metadata().boxed()),
+        ("accounts", writer.accounts().boxed()),
+        ("oauth_applications", writer.applications().boxed()),
+        ("users", writer.users().boxed()),
+        ("oauth_access_tokens", writer.access_tokens().boxed()),
+        ("statuses", writer.statuses().boxed()),
+        ("media_attachments", writer.media_attachments().boxed()),
+        ("tags", writer.tags().boxed()),
+        ("statuses_tags", writer.statuses_tags().boxed()),
+        ("follows", writer.follows().boxed()),
+        ("favourites", writer.favourites().boxed()),
+        ("domain_blocks", writer.domain_blocks().boxed()),
+        ("settings", writer.settings().boxed()),
+        ("notifications", writer.notifications().boxed()),
+    ];
     let mut rows = BTreeMap::new();
-    rows.insert(
-        "schema_migrations".to_owned(),
-        writer.schema_migrations().await?,
-    );
-    rows.insert("ar_internal_metadata".to_owned(), writer.metadata().await?);
-    rows.insert("accounts".to_owned(), writer.accounts().await?);
-    rows.insert(
-        "oauth_applications".to_owned(),
-        writer.applications().await?,
-    );
-    rows.insert("users".to_owned(), writer.users().await?);
-    rows.insert(
-        "oauth_access_tokens".to_owned(),
-        writer.access_tokens().await?,
-    );
-    rows.insert("statuses".to_owned(), writer.statuses().await?);
-    rows.insert(
-        "media_attachments".to_owned(),
-        writer.media_attachments().await?,
-    );
-    rows.insert("tags".to_owned(), writer.tags().await?);
-    rows.insert("statuses_tags".to_owned(), writer.statuses_tags().await?);
-    rows.insert("follows".to_owned(), writer.follows().await?);
-    rows.insert("favourites".to_owned(), writer.favourites().await?);
-    rows.insert("domain_blocks".to_owned(), writer.domain_blocks().await?);
-    rows.insert("settings".to_owned(), writer.settings().await?);
-    rows.insert("notifications".to_owned(), writer.notifications().await?);
+    for (table, load) in loads {
+        rows.insert(table.to_owned(), load.await?);
+    }
     // Constraints last: creating them validates every reference the rows make.
     execute(&client, "create indexes and foreign keys", CONSTRAINTS).await?;
     execute(
