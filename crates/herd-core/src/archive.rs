@@ -981,6 +981,15 @@ mod tests {
     }
 
     #[test]
+    fn fields_a_later_v1_adds_are_ignored() {
+        let mut value: serde_json::Value = serde_json::from_slice(&manifest().to_json()).unwrap();
+        value["exported_by"] = "operator".into();
+        value["consistency"]["lsn"] = "0/16B3748".into();
+        let json = serde_json::to_vec(&value).unwrap();
+        assert_eq!(Manifest::from_json(&json), Ok(manifest()));
+    }
+
+    #[test]
     fn future_and_missing_versions_are_named_before_anything_else() {
         let future = br#"{"format_version": 2, "renamed_everything": true}"#;
         let err = Manifest::from_json(future).unwrap_err();
