@@ -4,9 +4,7 @@
 
 use std::collections::HashSet;
 
-use futures::future::try_join_all;
 use k8s_openapi::Resource as _;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{
@@ -39,47 +37,28 @@ fn is_create_once(resource: &ApiResource) -> bool {
     resource.group == Job::GROUP && resource.kind == Job::KIND
 }
 
-/// Kinds that start pods: written last, so the namespace's quota, limits,
-/// policies, account and configuration are in place before the first pod.
-fn runs_pods(resource: &ApiResource) -> bool {
-    (resource.group == Deployment::GROUP && resource.kind == Deployment::KIND)
-        || (resource.group == Job::GROUP && resource.kind == Job::KIND)
-}
-
-/// Applies every child: namespaces first (nothing can be created in a
-/// namespace that does not exist yet), then what guards and configures the
-/// namespace, then what runs in it. Within a group the writes go out
-/// together, so a pass takes three round trips rather than one per child;
-/// an instance has a couple of dozen children, which bounds the burst.
+/// Applies every child, namespaces first: nothing can be created in a
+/// namespace that does not exist yet.
 pub(crate) async fn apply_all(client: &Client, children: &[Child]) -> Result<(), ReconcileError> {
     let (namespaces, rest): (Vec<&Child>, Vec<&Child>) =
         children.iter().partition(|c| is_namespace(&c.resource));
-    let (workloads, guards): (Vec<&Child>, Vec<&Child>) =
-        rest.into_iter().partition(|c| runs_pods(&c.resource));
-    for group in [namespaces, guards, workloads] {
-        try_join_all(group.into_iter().map(|child| apply_one(client, child))).await?;
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+    for child in namespaces.into_iter().chain(rest) {
+        let api: Api<DynamicObject> = match child.object.metadata.namespace.as_deref() {
+            Some(namespace) => Api::namespaced_with(client.clone(), namespace, &child.resource),
+            None => Api::all_with(client.clone(), &child.resource),
+        };
+        if is_create_once(&child.resource) {
+            create_once(&api, child).await?;
+        } else {
+            api.patch(child.name(), &apply, &Patch::Apply(&child.object))
+                .await
+                .map_err(ReconcileError::api(format!(
+                    "applying {}",
+                    describe(&child.resource, child.name())
+                )))?;
+        }
     }
-    Ok(())
-}
-
-async fn apply_one(client: &Client, child: &Child) -> Result<(), ReconcileError> {
-    let api: Api<DynamicObject> = match child.object.metadata.namespace.as_deref() {
-        Some(namespace) => Api::namespaced_with(client.clone(), namespace, &child.resource),
-        None => Api::all_with(client.clone(), &child.resource),
-    };
-    if is_create_once(&child.resource) {
-        return create_once(&api, child).await;
-    }
-    api.patch(
-        child.name(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&child.object),
-    )
-    .await
-    .map_err(ReconcileError::api(format!(
-        "applying {}",
-        describe(&child.resource, child.name())
-    )))?;
     Ok(())
 }
 
@@ -143,17 +122,26 @@ pub(crate) async fn prune(
         })
         .collect();
     let params = ListParams::default().labels(selector);
-    let kinds: Vec<&ApiResource> = kinds.iter().filter(|r| !is_namespace(r)).collect();
-    // Every kind is listed at once; deletions are rare and go one by one.
-    let listed = try_join_all(
-        kinds
-            .iter()
-            .map(|resource| unwanted(client, namespace, resource, &params, &wanted)),
-    )
-    .await?;
     let mut deleted = Vec::new();
-    for (resource, (api, names)) in kinds.into_iter().zip(listed) {
-        for name in names {
+    for resource in kinds.iter().filter(|r| !is_namespace(r)) {
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, resource);
+        let listed = api
+            .list_metadata(&params)
+            .await
+            .map_err(ReconcileError::api(format!(
+                "listing {} in {namespace}",
+                resource.plural
+            )))?;
+        for object in listed.items {
+            let name = object.name_any();
+            if wanted.contains(&(
+                resource.group.as_str(),
+                resource.kind.as_str(),
+                name.as_str(),
+            )) || object.metadata.deletion_timestamp.is_some()
+            {
+                continue;
+            }
             match api.delete(&name, &DeleteParams::background()).await {
                 Ok(_) => deleted.push(describe(resource, &name)),
                 Err(kube::Error::Api(status)) if status.is_not_found() => {}
@@ -167,37 +155,4 @@ pub(crate) async fn prune(
         }
     }
     Ok(deleted)
-}
-
-/// The names of the children of one kind in `namespace` matching `params`
-/// that are not `wanted` and not already being deleted.
-async fn unwanted(
-    client: &Client,
-    namespace: &str,
-    resource: &ApiResource,
-    params: &ListParams,
-    wanted: &HashSet<(&str, &str, &str)>,
-) -> Result<(Api<DynamicObject>, Vec<String>), ReconcileError> {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, resource);
-    let listed = api
-        .list_metadata(params)
-        .await
-        .map_err(ReconcileError::api(format!(
-            "listing {} in {namespace}",
-            resource.plural
-        )))?;
-    let names = listed
-        .items
-        .into_iter()
-        .filter(|object| object.metadata.deletion_timestamp.is_none())
-        .map(|object| object.name_any())
-        .filter(|name| {
-            !wanted.contains(&(
-                resource.group.as_str(),
-                resource.kind.as_str(),
-                name.as_str(),
-            ))
-        })
-        .collect();
-    Ok((api, names))
 }

@@ -36,23 +36,16 @@ impl Observed {
         selector: &str,
     ) -> Result<Observed, ReconcileError> {
         let params = ListParams::default().labels(selector);
-        let deployments = Api::<Deployment>::namespaced(client.clone(), namespace);
-        let jobs = Api::<Job>::namespaced(client.clone(), namespace);
-        let (deployments, jobs) = futures::try_join!(
-            async {
-                deployments
-                    .list(&params)
-                    .await
-                    .map_err(ReconcileError::api(format!(
-                        "listing Deployments in {namespace}"
-                    )))
-            },
-            async {
-                jobs.list(&params)
-                    .await
-                    .map_err(ReconcileError::api(format!("listing Jobs in {namespace}")))
-            },
-        )?;
+        let deployments = Api::<Deployment>::namespaced(client.clone(), namespace)
+            .list(&params)
+            .await
+            .map_err(ReconcileError::api(format!(
+                "listing Deployments in {namespace}"
+            )))?;
+        let jobs = Api::<Job>::namespaced(client.clone(), namespace)
+            .list(&params)
+            .await
+            .map_err(ReconcileError::api(format!("listing Jobs in {namespace}")))?;
         Ok(Observed {
             deployments: deployments.items,
             jobs: jobs.items,
