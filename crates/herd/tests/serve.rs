@@ -33,6 +33,7 @@ fn start_herd(overrides: &[(&str, String)]) -> Herd {
         // Only the HTTP side is under test here.
         .env("HERD_WORKERS", "0")
         .env("HERD_RECONCILE", "false")
+        .env("HERD_LOG", "warn")
         .env("HERD_SECRET_KEY", herd_db::Sealer::generate_key().unwrap())
         .env_remove("HERD_KUBECONFIG")
         .stdout(Stdio::null())
