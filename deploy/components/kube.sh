@@ -391,6 +391,8 @@ cmd_start() {
     --cluster-signing-key-file "$PKI/ca.key" \
     --service-cluster-ip-range "$SERVICE_CIDR" \
     --cluster-name herd-local \
+    --kube-api-qps 100 \
+    --kube-api-burst 200 \
     --profiling=false
 
   ensure_daemon kube-scheduler "$PORT_SCHEDULER" "$HERD_KUBE" scheduler \
