@@ -113,10 +113,9 @@ impl GarageAdmin {
     }
 
     /// The bucket under `alias`, created if missing. Safe to repeat and to race.
+    /// Creating first and looking up only on a conflict costs one call in the
+    /// usual case: Garage's admin API answers one call at a time.
     pub async fn ensure_bucket(&self, alias: &str) -> Result<String, TenancyError> {
-        if let Some(id) = self.find_bucket(alias).await? {
-            return Ok(id);
-        }
         match self.create_bucket(alias).await {
             Ok(id) => Ok(id),
             Err(TenancyError::Rejected { status: 409, .. }) => self
@@ -154,10 +153,8 @@ impl GarageAdmin {
     /// Makes `key` exist with exactly this id and secret. Herd generates the
     /// credentials and stores them before calling, so a repeated or resumed
     /// provisioning converges on the same key.
+    /// Imports first and looks the key up only when the import is refused.
     pub async fn ensure_key(&self, key: &AccessKey, name: &str) -> Result<(), TenancyError> {
-        if self.key_exists(&key.access_key_id).await? {
-            return Ok(());
-        }
         let body = json!({
             "accessKeyId": key.access_key_id,
             "secretAccessKey": key.secret_access_key,
@@ -168,9 +165,9 @@ impl GarageAdmin {
             .await
         {
             Ok(_) => Ok(()),
-            // Lost a race with another import of the same key: fine if it exists now.
+            // Imported before, by an earlier run or a concurrent one: fine if it exists.
             Err(err) if self.key_exists(&key.access_key_id).await? => {
-                tracing::debug!(error = %err, "key imported concurrently");
+                tracing::debug!(error = %err, "key exists already");
                 Ok(())
             }
             Err(err) => Err(err),
