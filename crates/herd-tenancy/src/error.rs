@@ -1,3 +1,5 @@
+use std::path::PathBuf;
+
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -45,6 +47,12 @@ pub enum TenancyError {
     Conflict { message: String },
     #[error("the operating system's random source failed: {message}")]
     Randomness { message: String },
+    #[error("reading {} failed: {source}", path.display())]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{tool} failed: {message}")]
     Tool { tool: &'static str, message: String },
 }

@@ -20,4 +20,4 @@ pub use postgres::{
     DatabaseServer, DatabaseState, RolePassword, RoleState, SchemaState, TenantCredentials,
     TenantDatabase, TenantState, generate_password,
 };
-pub use s3::ObjectStore;
+pub use s3::{ObjectStore, StoredObject};
