@@ -27,8 +27,17 @@ impl Harness {
         herd_db::plans::seed_plans(&mut conn, &herd_core::plan::starter_plans())
             .await
             .expect("seed plans");
+        let pool = herd_db::connect(&db.url, 8);
+        let sealer = herd_db::Sealer::new(&herd_db::Sealer::generate_key().expect("key"), &[])
+            .expect("sealer");
         let state = herd_api::ApiState {
-            pool: herd_db::connect(&db.url, 8),
+            archives: std::sync::Arc::new(herd_jobs::archives::Archives::new(
+                pool.clone(),
+                sealer,
+                "api-tests".to_owned(),
+                std::env::temp_dir().join("herd-api-tests"),
+            )),
+            pool,
         };
         Harness { db, state }
     }

@@ -48,7 +48,7 @@ async fn fail_noting_attempts(
     let seen = attempts_seen.clone();
     jobs::fail(conn, id, "worker", error, move |attempt| {
         seen.lock().unwrap().push(attempt);
-        backoff(attempt)
+        Some(backoff(attempt))
     })
     .await
     .expect("fail")
@@ -172,7 +172,7 @@ async fn an_expired_lease_lets_another_worker_take_over() {
         matches!(&err, DbError::LeaseLost { job, worker } if *job == id.0 && worker == "worker-a"),
         "{err}"
     );
-    let err = jobs::fail(&mut first, id, "worker-a", "late", |_| Duration::ZERO)
+    let err = jobs::fail(&mut first, id, "worker-a", "late", |_| Some(Duration::ZERO))
         .await
         .expect_err("the old holder failed a job it lost");
     assert!(matches!(err, DbError::LeaseLost { .. }), "{err}");

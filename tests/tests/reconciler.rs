@@ -205,6 +205,7 @@ impl Harness {
                     owner_email: "owner@example.org".into(),
                     plan,
                     suspended: false,
+                    origin: Default::default(),
                     database: DatabaseEndpoint {
                         host: "10.0.0.5".into(),
                         port: 5432,

@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use herd_core::lifecycle::InstanceState;
 use herd_core::plan;
+use herd_db::archives::{Export, ExportState};
 use herd_db::instances::Instance;
 use herd_db::operations::{Operation, OperationState};
 use herd_db::plans::OfferedPlan;
@@ -296,5 +297,112 @@ impl From<Operation> for OperationView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Accepted {
     pub instance: InstanceView,
+    pub operation: OperationView,
+}
+
+/// A bucket of the customer's own, anywhere S3 is spoken, that the finished
+/// archive is copied to. The credentials are kept sealed and never shown.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PushRequest {
+    #[schema(example = "https://s3.eu-central-1.amazonaws.com")]
+    pub endpoint: String,
+    pub region: Option<String>,
+    pub bucket: String,
+    /// The object key; the archive's file name when absent.
+    pub key: Option<String>,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateExportRequest {
+    /// zstd-compress the archive; on by default.
+    #[serde(default = "compress_by_default")]
+    pub compress: bool,
+    /// An age X25519 public key (`age1...`): the archive is encrypted to it,
+    /// and only its holder can read it, Herd included.
+    pub recipient: Option<String>,
+    pub push: Option<PushRequest>,
+}
+
+fn compress_by_default() -> bool {
+    true
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportStateView {
+    Pending,
+    Running,
+    Complete,
+    Failed,
+    Expired,
+}
+
+impl From<ExportState> for ExportStateView {
+    fn from(state: ExportState) -> Self {
+        match state {
+            ExportState::Pending => ExportStateView::Pending,
+            ExportState::Running => ExportStateView::Running,
+            ExportState::Complete => ExportStateView::Complete,
+            ExportState::Failed => ExportStateView::Failed,
+            ExportState::Expired => ExportStateView::Expired,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExportView {
+    pub id: Uuid,
+    pub instance_id: Uuid,
+    pub operation_id: Uuid,
+    pub state: ExportStateView,
+    pub compressed: bool,
+    pub encrypted: bool,
+    pub pushed: bool,
+    /// The archive's file name, size and SHA-256 once complete.
+    pub file_name: Option<String>,
+    pub size: Option<u64>,
+    pub sha256: Option<String>,
+    /// A link anyone holding it can download the archive with, valid for 15 minutes.
+    pub download_url: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    /// After this the archive is deleted.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl ExportView {
+    pub fn new(export: Export, download_url: Option<String>) -> Self {
+        ExportView {
+            id: export.id,
+            instance_id: export.instance_id,
+            operation_id: export.operation_id,
+            state: export.state.into(),
+            compressed: export.compressed,
+            encrypted: export.recipient.is_some(),
+            pushed: export.push,
+            file_name: export.archive.as_ref().map(|a| a.file_name.clone()),
+            size: export.archive.as_ref().map(|a| a.size),
+            sha256: export.archive.as_ref().map(|a| a.sha256.clone()),
+            download_url,
+            created_at: export.created_at,
+            completed_at: export.completed_at,
+            expires_at: export.expires_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExportList {
+    pub exports: Vec<ExportView>,
+}
+
+/// The answer to an export request: the export and the operation to follow.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExportAccepted {
+    pub export: ExportView,
     pub operation: OperationView,
 }

@@ -8,6 +8,7 @@ mod auth;
 mod body;
 mod dto;
 mod email;
+mod exports;
 mod health;
 mod instances;
 mod openapi;
@@ -59,6 +60,21 @@ fn endpoints() -> Vec<Endpoint> {
                 (Method::GET, web::to(instances::show)),
                 (Method::DELETE, web::to(instances::delete)),
             ],
+        ),
+        endpoint(
+            "/api/v1/instances/{id}/exports",
+            vec![
+                (Method::GET, web::to(exports::list)),
+                (Method::POST, web::to(exports::create)),
+            ],
+        ),
+        endpoint(
+            "/api/v1/exports/{id}",
+            vec![(Method::GET, web::to(exports::show))],
+        ),
+        endpoint(
+            "/api/v1/exports/{id}/download",
+            vec![(Method::GET, web::to(exports::download))],
         ),
         endpoint(
             "/api/v1/operations/{id}",

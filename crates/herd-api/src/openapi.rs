@@ -6,7 +6,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi};
 
-use crate::{Problem, instances, operations, plans};
+use crate::{Problem, exports, instances, operations, plans};
 
 /// Declares a documented problem response: one status, its meaning, a problem body.
 /// These types only describe responses for the document and are never built.
@@ -36,7 +36,7 @@ problem_response!(
 problem_response!(
     Conflict,
     409,
-    "`domain_unavailable`: the domain is reserved or already hosted; `invalid_state`, `concurrent_change`"
+    "`domain_unavailable`: the domain is reserved or already hosted; `invalid_state`, `concurrent_change`, `export_not_ready`"
 );
 problem_response!(Gone, 410, "`gone`: the instance has been deleted");
 problem_response!(
@@ -47,7 +47,7 @@ problem_response!(
 problem_response!(
     Unprocessable,
     422,
-    "`invalid_domain`, `invalid_email`, `invalid_version`, `unknown_plan` (with `field` naming the member), or `idempotency_key_reused`"
+    "`invalid_domain`, `invalid_email`, `invalid_version`, `unknown_plan`, `invalid_recipient`, `invalid_push_target` (with `field` naming the member), or `idempotency_key_reused`"
 );
 problem_response!(
     ServerError,
@@ -95,6 +95,10 @@ impl Modify for BearerAuth {
         instances::list,
         instances::show,
         instances::delete,
+        exports::create,
+        exports::list,
+        exports::show,
+        exports::download,
         operations::show,
         document,
     ),
@@ -104,6 +108,7 @@ impl Modify for BearerAuth {
     tags(
         (name = "plans", description = "What can be ordered"),
         (name = "instances", description = "Hosted Mastodon servers"),
+        (name = "exports", description = "Everything an instance is, as one archive to take anywhere"),
         (name = "operations", description = "Long-running work to follow"),
         (name = "meta", description = "The API itself"),
     )

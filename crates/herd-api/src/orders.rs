@@ -11,6 +11,7 @@ use diesel_async::AsyncConnection;
 use diesel_async::AsyncPgConnection;
 use herd_core::domain::Domain;
 use herd_core::lifecycle::{InstanceState, LifecycleEvent};
+use herd_core::spec::InstanceOrigin;
 use herd_core::version::{DEFAULT_VERSION, MastodonVersion, OLDEST_SUPPORTED};
 use herd_db::DbError;
 use herd_db::audit::{self, Actor, AuditEntry};
@@ -311,6 +312,7 @@ async fn create(
             owner_email: &order.owner_email,
             plan_name: &order.plan,
             version: &version,
+            origin: InstanceOrigin::Ordered,
         },
     )
     .await?;

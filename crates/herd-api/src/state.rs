@@ -9,6 +9,8 @@ use crate::Problem;
 #[derive(Clone)]
 pub struct ApiState {
     pub pool: herd_db::Pool,
+    /// Where finished exports are kept.
+    pub archives: std::sync::Arc<herd_jobs::archives::Archives>,
 }
 
 impl ApiState {

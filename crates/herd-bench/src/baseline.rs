@@ -63,6 +63,7 @@ fn render(index: usize) -> anyhow::Result<String> {
         owner_email: "owner@example.org".into(),
         plan: starter_plans().remove(0),
         suspended: false,
+        origin: Default::default(),
         database: DatabaseEndpoint {
             host: "127.0.0.1".into(),
             port: 5432,

@@ -23,6 +23,38 @@ pub struct ObjectStoreEndpoint {
     pub bucket: String,
 }
 
+/// How an instance's data came to be, which decides what its setup does.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum InstanceOrigin {
+    /// Ordered new: the setup creates the schema and the owner's account.
+    #[default]
+    Ordered,
+    /// Restored from an archive: the setup migrates the restored schema to
+    /// the running version and rebuilds the home feeds; the accounts are there.
+    Imported,
+}
+
+impl InstanceOrigin {
+    /// The stable name, as stored.
+    pub fn name(self) -> &'static str {
+        match self {
+            InstanceOrigin::Ordered => "ordered",
+            InstanceOrigin::Imported => "imported",
+        }
+    }
+
+    pub fn parse(stored: &str) -> Option<Self> {
+        match stored {
+            "ordered" => Some(InstanceOrigin::Ordered),
+            "imported" => Some(InstanceOrigin::Imported),
+            _ => None,
+        }
+    }
+}
+
 /// Everything the reconciler needs to build an instance's workloads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -39,6 +71,8 @@ pub struct InstanceSpec {
     /// Workloads scaled to zero with all data kept.
     #[serde(default)]
     pub suspended: bool,
+    #[serde(default)]
+    pub origin: InstanceOrigin,
     pub database: DatabaseEndpoint,
     pub object_store: ObjectStoreEndpoint,
 }

@@ -7,6 +7,7 @@ use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use herd_core::lifecycle::{InstanceState, LifecycleEvent};
+use herd_core::spec::InstanceOrigin;
 use uuid::Uuid;
 
 use crate::accounts::Principal;
@@ -26,6 +27,7 @@ pub struct Instance {
     pub database_server_id: Option<Uuid>,
     pub object_store_id: Option<Uuid>,
     pub state: InstanceState,
+    pub origin: InstanceOrigin,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -45,6 +47,7 @@ struct InstanceRow {
     object_store_id: Option<Uuid>,
     state: String,
     failure_reason: Option<String>,
+    origin: String,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -76,6 +79,10 @@ impl TryFrom<InstanceRow> for Instance {
     fn try_from(row: InstanceRow) -> Result<Self, DbError> {
         Ok(Instance {
             state: state_from(&row.state, row.failure_reason)?,
+            origin: InstanceOrigin::parse(&row.origin).ok_or_else(|| DbError::Corrupt {
+                what: "instance origin",
+                message: row.origin.clone(),
+            })?,
             id: row.id,
             owner_id: row.owner_id,
             domain: row.domain,
@@ -100,6 +107,7 @@ pub struct NewInstance<'a> {
     pub owner_email: &'a str,
     pub plan_name: &'a str,
     pub version: &'a str,
+    pub origin: InstanceOrigin,
 }
 
 /// Whether an operator reserved `domain` or a domain above it.
@@ -143,6 +151,7 @@ pub async fn create_instance(
             instances::owner_email.eq(new.owner_email),
             instances::plan_name.eq(new.plan_name),
             instances::version.eq(new.version),
+            instances::origin.eq(new.origin.name()),
         ))
         .returning(InstanceRow::as_returning())
         .get_result(conn)

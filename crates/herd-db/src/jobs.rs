@@ -345,13 +345,14 @@ pub async fn complete(
 
 /// Records that the attempt `worker_id` holds failed with `error`. The job is
 /// queued again after `backoff(attempt)`, or fails for good once it has had
-/// `max_attempts`. Returns the job's new state.
+/// `max_attempts` or when `backoff` gives no delay (an error no retry mends).
+/// Returns the job's new state.
 pub async fn fail(
     conn: &mut AsyncPgConnection,
     job_id: JobId,
     worker_id: &str,
     error: &str,
-    backoff: impl FnOnce(u32) -> Duration + Send,
+    backoff: impl FnOnce(u32) -> Option<Duration> + Send,
 ) -> Result<JobState, DbError> {
     conn.transaction(async |conn| {
         let attempts = held(job_id, worker_id)
@@ -368,7 +369,11 @@ pub async fn fail(
             jobs::locked_until.eq(None::<DateTime<Utc>>),
             jobs::last_error.eq(error),
         );
-        if attempts >= max_attempts {
+        // No delay means no retry: the error is final.
+        let retry_after = (attempts < max_attempts)
+            .then(|| backoff(u32::try_from(attempts).unwrap_or(0)))
+            .flatten();
+        let Some(wait) = retry_after else {
             diesel::update(jobs::table.find(job_id.0))
                 .set((
                     jobs::state.eq(JobState::Failed),
@@ -378,8 +383,7 @@ pub async fn fail(
                 .execute(conn)
                 .await?;
             return Ok(JobState::Failed);
-        }
-        let wait = backoff(u32::try_from(attempts).unwrap_or(0));
+        };
         diesel::update(jobs::table.find(job_id.0))
             .set((
                 jobs::state.eq(JobState::Queued),

@@ -7,6 +7,7 @@
 //! committed changes.
 
 pub mod accounts;
+pub mod archives;
 pub mod audit;
 mod backoff;
 mod error;

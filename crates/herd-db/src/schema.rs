@@ -145,6 +145,37 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         deleted_at -> Nullable<Timestamptz>,
+        origin -> Text,
+    }
+}
+
+diesel::table! {
+    archive_buckets (object_store_id) {
+        object_store_id -> Uuid,
+        bucket -> Text,
+        access_key_sealed -> Bytea,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    exports (id) {
+        id -> Uuid,
+        instance_id -> Uuid,
+        operation_id -> Uuid,
+        requested_by -> Uuid,
+        state -> Text,
+        compressed -> Bool,
+        recipient -> Nullable<Text>,
+        push_sealed -> Nullable<Bytea>,
+        object_store_id -> Nullable<Uuid>,
+        object_key -> Nullable<Text>,
+        file_name -> Nullable<Text>,
+        size_bytes -> Nullable<Int8>,
+        sha256 -> Nullable<Text>,
+        created_at -> Timestamptz,
+        completed_at -> Nullable<Timestamptz>,
+        expires_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -202,6 +233,7 @@ diesel::joinable!(instances -> accounts (owner_id));
 diesel::joinable!(instances -> plans (plan_name));
 diesel::joinable!(instance_secrets -> instances (instance_id));
 diesel::joinable!(operations -> instances (instance_id));
+diesel::joinable!(exports -> instances (instance_id));
 diesel::allow_tables_to_appear_in_same_query!(
     accounts,
     api_tokens,
@@ -213,4 +245,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     instance_secrets,
     operations,
     jobs,
+    exports,
+    archive_buckets,
 );

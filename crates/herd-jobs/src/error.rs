@@ -33,4 +33,12 @@ pub enum JobError {
     Cancelled(String),
     #[error("the system's random number generator failed")]
     Random,
+    #[error("the scratch directory failed: {0}")]
+    Scratch(String),
+    #[error(transparent)]
+    Archive(#[from] herd_portability::ArchiveError),
+    /// The work cannot succeed however often it is tried (a refused import):
+    /// the job ends without retries and its operation fails with this reason.
+    #[error("{0}")]
+    Refused(String),
 }

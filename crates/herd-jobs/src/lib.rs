@@ -4,9 +4,11 @@
 //! workers here claim the job, run its steps with a checkpoint after each, and
 //! a crash at any point resumes at the first step not recorded.
 
+pub mod archives;
 mod backend;
 mod delete;
 mod error;
+mod export;
 pub mod faults;
 mod provision;
 mod relay;
@@ -18,6 +20,7 @@ mod worker;
 
 pub use backend::HerdBackend;
 pub use error::JobError;
+pub use export::ExportJob;
 pub use relay::run as run_event_relay;
 pub use services::{Services, client_from_kubeconfig};
 pub use worker::run as run_worker;
@@ -25,6 +28,7 @@ pub use worker::run as run_worker;
 /// Job kinds, as the API enqueues them.
 pub mod kinds {
     pub use crate::delete::KIND as DELETE_INSTANCE;
+    pub use crate::export::KIND as EXPORT_INSTANCE;
     pub use crate::provision::KIND as PROVISION_INSTANCE;
 }
 

@@ -18,7 +18,7 @@ use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::resource::{instance_resource, resource_name};
+use crate::resource::{desired_resource, resource_name};
 use crate::steps::StepRunner;
 use crate::worker::Slot;
 use crate::{InstanceJob, JobError, Services, tenant_data};
@@ -75,9 +75,7 @@ pub async fn run(
         })
         .await?;
     still_wanted(services, id).await?;
-    steps
-        .step("apply", || apply(services, &instance, &plan))
-        .await?;
+    steps.step("apply", || apply(services, &instance)).await?;
     slot.release();
     steps
         .step("ready", || wait_until_running(services, id))
@@ -156,30 +154,14 @@ async fn keep_secrets(services: &Services, id: Uuid) -> Result<(), JobError> {
 }
 
 /// Writes the instance's resource to its cluster; the reconciler does the rest.
-async fn apply(
-    services: &Services,
-    instance: &Instance,
-    plan: &herd_core::plan::Plan,
-) -> Result<(), JobError> {
-    let (Some(cluster), Some(database_server), Some(store)) = (
-        instance.cluster_id,
-        instance.database_server_id,
-        instance.object_store_id,
-    ) else {
+async fn apply(services: &Services, instance: &Instance) -> Result<(), JobError> {
+    let Some(cluster) = instance.cluster_id else {
         return Err(JobError::NotYet(format!(
             "instance {} is not placed yet",
             instance.id
         )));
     };
-    let (database, store) = {
-        let mut conn = services.conn().await?;
-        (
-            herd_db::fleet::database_server_access(&mut conn, &services.sealer, database_server)
-                .await?,
-            herd_db::fleet::object_store_access(&mut conn, &services.sealer, store).await?,
-        )
-    };
-    let resource = instance_resource(instance, plan, &database, &store, &services.installation);
+    let resource = desired_resource(services, instance).await?;
     let api: Api<MastodonInstance> = Api::all(services.cluster_client(cluster).await?);
     api.patch(
         &resource_name(instance.id),

@@ -9,6 +9,8 @@ use herd_db::instances::Instance;
 use herd_kube::crd::{MastodonInstance, MastodonInstanceSpec};
 use uuid::Uuid;
 
+use crate::{JobError, Services};
+
 /// Marks the resources of one Herd installation, so several installations
 /// (production and staging, or parallel tests) can share a cluster, each
 /// reconciling only its own instances.
@@ -17,6 +19,38 @@ pub const LABEL_INSTALLATION: &str = "hosting.herd.dev/installation";
 /// The label selector of an installation's resources.
 pub fn installation_selector(installation: &str) -> String {
     format!("{LABEL_INSTALLATION}={installation}")
+}
+
+/// The resource as it should be now: from the stored instance, its plan and
+/// the servers it was placed on.
+pub async fn desired_resource(
+    services: &Services,
+    instance: &Instance,
+) -> Result<MastodonInstance, JobError> {
+    let (Some(database_server), Some(store)) =
+        (instance.database_server_id, instance.object_store_id)
+    else {
+        return Err(JobError::NotYet(format!(
+            "instance {} is not placed yet",
+            instance.id
+        )));
+    };
+    let mut conn = services.conn().await?;
+    let plan = herd_db::plans::find_plan(&mut conn, &instance.plan_name)
+        .await?
+        .ok_or_else(|| JobError::MissingPlan(instance.plan_name.clone()))?
+        .plan;
+    let database =
+        herd_db::fleet::database_server_access(&mut conn, &services.sealer, database_server)
+            .await?;
+    let store = herd_db::fleet::object_store_access(&mut conn, &services.sealer, store).await?;
+    Ok(instance_resource(
+        instance,
+        &plan,
+        &database,
+        &store,
+        &services.installation,
+    ))
 }
 
 /// The resource's name: the same in every cluster, derived from the id alone.
@@ -40,6 +74,7 @@ pub fn instance_resource(
         owner_email: instance.owner_email.clone(),
         plan: plan.clone(),
         suspended: instance.state == InstanceState::Suspended,
+        origin: instance.origin,
         database: DatabaseEndpoint {
             host: database.tenant_host.clone(),
             port: database.tenant_port,
@@ -81,6 +116,7 @@ mod tests {
             database_server_id: Some(Uuid::nil()),
             object_store_id: Some(Uuid::nil()),
             state,
+            origin: Default::default(),
             created_at: Utc::now(),
             updated_at: Utc::now(),
         }

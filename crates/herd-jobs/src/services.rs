@@ -10,6 +10,7 @@ use tokio::sync::{Mutex, Notify};
 use uuid::Uuid;
 
 use crate::JobError;
+use crate::archives::Archives;
 use crate::faults::Faults;
 
 /// What the operations work with: the database, the sealing key, and a client
@@ -28,6 +29,7 @@ pub struct Services {
     pub ready_timeout: Duration,
     /// Wakes the jobs waiting for an instance the reconciler marked running.
     pub(crate) ready: ReadySignals,
+    pub archives: Arc<Archives>,
     clusters: Mutex<HashMap<Uuid, kube::Client>>,
 }
 
@@ -38,6 +40,7 @@ impl Services {
         profile: ClusterProfile,
         faults: Faults,
         installation: String,
+        archives: Arc<Archives>,
     ) -> Self {
         Services {
             pool,
@@ -45,6 +48,7 @@ impl Services {
             profile,
             faults,
             installation,
+            archives,
             lease: Duration::from_secs(30),
             ready_timeout: Duration::from_secs(300),
             ready: ReadySignals::default(),

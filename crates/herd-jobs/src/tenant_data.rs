@@ -9,7 +9,7 @@ use herd_core::tenant::TenantNames;
 use herd_db::instances::Instance;
 use herd_tenancy::{
     AccessKey, BucketPermissions, DatabaseServer, GarageAdmin, ObjectStore, RolePassword,
-    TenantDatabase,
+    TenantCredentials, TenantDatabase,
 };
 use uuid::Uuid;
 
@@ -39,6 +39,51 @@ fn placed(instance: &Instance) -> Result<(Uuid, Uuid), JobError> {
             instance.id
         ))),
     }
+}
+
+/// The tenant's database and bucket as the tenant reaches them: with its
+/// own role and key, never an administrator's.
+pub struct TenantConnection {
+    pub credentials: TenantCredentials,
+    pub media: ObjectStore,
+    pub secrets: BTreeMap<String, String>,
+}
+
+pub async fn connect(
+    services: &Services,
+    instance: &Instance,
+) -> Result<TenantConnection, JobError> {
+    let (database_server, store) = placed(instance)?;
+    let (database, store, secrets) = {
+        let mut conn = services.conn().await?;
+        (
+            herd_db::fleet::database_server_access(&mut conn, &services.sealer, database_server)
+                .await?,
+            herd_db::fleet::object_store_access(&mut conn, &services.sealer, store).await?,
+            herd_db::instances::load_secrets(&mut conn, &services.sealer, instance.id)
+                .await?
+                .ok_or_else(|| {
+                    JobError::Payload(format!("instance {} has no stored secrets", instance.id))
+                })?,
+        )
+    };
+    let names = TenantNames::for_instance(&instance.id.to_string());
+    let credentials = DatabaseServer::new(&database.admin_url)?.tenant_credentials(
+        &names.database,
+        &names.role,
+        &RolePassword::new(secret(&secrets, DB_PASS)?),
+    );
+    let media = ObjectStore::new(
+        &store.s3_endpoint,
+        &store.s3_region,
+        &names.bucket,
+        &access_key(&secrets)?,
+    )?;
+    Ok(TenantConnection {
+        credentials,
+        media,
+        secrets,
+    })
 }
 
 pub async fn ensure_database(

@@ -11,9 +11,9 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::{InstanceJob, JobError, Services, delete, provision};
+use crate::{InstanceJob, JobError, Services, delete, export, provision};
 
-const KINDS: [&str; 2] = [provision::KIND, delete::KIND];
+const KINDS: [&str; 3] = [provision::KIND, delete::KIND, export::KIND];
 const IDLE_POLL: Duration = Duration::from_millis(500);
 const RETRY: Backoff = Backoff {
     base: Duration::from_secs(2),
@@ -151,12 +151,24 @@ async fn keep_lease(
     }
 }
 
+fn payload<T: serde::de::DeserializeOwned>(job: &ClaimedJob) -> Result<T, JobError> {
+    serde_json::from_value(job.payload.clone()).map_err(|err| JobError::Payload(err.to_string()))
+}
+
 async fn dispatch(services: &Services, job: &ClaimedJob, slot: &mut Slot) -> Result<(), JobError> {
-    let payload: InstanceJob = serde_json::from_value(job.payload.clone())
-        .map_err(|err| JobError::Payload(err.to_string()))?;
     match job.kind.as_str() {
-        provision::KIND => provision::run(services, job.id, &payload, slot).await,
-        delete::KIND => delete::run(services, job.id, &payload).await,
+        provision::KIND => {
+            let instance_job: InstanceJob = payload(job)?;
+            provision::run(services, job.id, &instance_job, slot).await
+        }
+        delete::KIND => {
+            let instance_job: InstanceJob = payload(job)?;
+            delete::run(services, job.id, &instance_job).await
+        }
+        export::KIND => {
+            let export_job: export::ExportJob = payload(job)?;
+            export::run(services, job.id, &export_job).await
+        }
         other => Err(JobError::Payload(format!(
             "no worker runs jobs of kind {other}"
         ))),
@@ -178,11 +190,14 @@ async fn record_outcome(
         }
         Err(JobError::Cancelled(reason)) => {
             herd_db::jobs::complete(&mut conn, job.id, worker_id).await?;
-            let payload: InstanceJob = serde_json::from_value(job.payload.clone())
-                .map_err(|err| JobError::Payload(err.to_string()))?;
+            let instance_job: InstanceJob = payload(job)?;
             let message = format!("cancelled: {reason}");
-            herd_db::operations::finish_operation(&mut conn, payload.operation_id, Some(&message))
-                .await?;
+            herd_db::operations::finish_operation(
+                &mut conn,
+                instance_job.operation_id,
+                Some(&message),
+            )
+            .await?;
             tracing::info!(reason, "job cancelled");
             return Ok(());
         }
@@ -190,8 +205,9 @@ async fn record_outcome(
     };
     let seed = job.id.jitter_seed();
     let message = error.to_string();
+    let retry = !matches!(error, JobError::Refused(_));
     let state = herd_db::jobs::fail(&mut conn, job.id, worker_id, &message, |attempt| {
-        RETRY.delay(attempt, seed)
+        retry.then(|| RETRY.delay(attempt, seed))
     })
     .await?;
     if state != JobState::Failed {
@@ -199,24 +215,37 @@ async fn record_outcome(
         return Ok(());
     }
     tracing::error!(error = %message, "job failed for good");
-    let payload: InstanceJob = serde_json::from_value(job.payload.clone())
-        .map_err(|err| JobError::Payload(err.to_string()))?;
-    herd_db::operations::finish_operation(&mut conn, payload.operation_id, Some(&message)).await?;
-    if job.kind == provision::KIND {
-        let instance = herd_db::instances::load_instance(&mut conn, payload.instance_id).await?;
-        if instance.is_some_and(|i| {
-            matches!(
-                i.state,
-                InstanceState::Pending | InstanceState::Provisioning
-            )
-        }) {
-            herd_db::instances::transition(
+    let instance_job: InstanceJob = payload(job)?;
+    herd_db::operations::finish_operation(&mut conn, instance_job.operation_id, Some(&message))
+        .await?;
+    match job.kind.as_str() {
+        provision::KIND => {
+            let instance =
+                herd_db::instances::load_instance(&mut conn, instance_job.instance_id).await?;
+            if instance.is_some_and(|i| {
+                matches!(
+                    i.state,
+                    InstanceState::Pending | InstanceState::Provisioning
+                )
+            }) {
+                herd_db::instances::transition(
+                    &mut conn,
+                    instance_job.instance_id,
+                    &LifecycleEvent::Failed { reason: message },
+                )
+                .await?;
+            }
+        }
+        export::KIND => {
+            let export: export::ExportJob = payload(job)?;
+            herd_db::archives::set_export_state(
                 &mut conn,
-                payload.instance_id,
-                &LifecycleEvent::Failed { reason: message },
+                export.export_id,
+                herd_db::archives::ExportState::Failed,
             )
             .await?;
         }
+        _ => {}
     }
     Ok(())
 }

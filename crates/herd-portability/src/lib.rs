@@ -24,7 +24,7 @@ pub use error::{ArchiveError, Mismatch};
 pub use layers::{parse_identity_file, parse_recipient};
 pub use reader::{Member, ReadOptions, VerifiedArchive, read_archive, verify, verify_with};
 pub use restore::{RESTORE_TEMPLATE, render_restore};
-pub use writer::{ArchiveWriter, WriteOptions};
+pub use writer::{ArchiveWriter, WriteOptions, encrypt};
 
 /// Re-exported so callers name identities and recipients without depending
 /// on `age` themselves.

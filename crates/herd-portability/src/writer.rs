@@ -160,3 +160,16 @@ impl<W: Write> std::fmt::Debug for ArchiveWriter<W> {
             .finish()
     }
 }
+
+/// Encrypts a finished archive to `recipient`, as the writer would have:
+/// a caller that must verify an archive before it leaves can write it
+/// unencrypted, verify it, and encrypt it after.
+pub fn encrypt<W: Write>(
+    input: &mut dyn Read,
+    output: W,
+    recipient: &age::x25519::Recipient,
+) -> Result<W, ArchiveError> {
+    let mut sink = sink(output, None, Some(recipient))?;
+    std::io::copy(input, &mut sink)?;
+    Ok(finish_sink(sink)?)
+}

@@ -18,6 +18,6 @@ pub use error::TenancyError;
 pub use garage::{AccessKey, BucketPermissions, GarageAdmin};
 pub use postgres::{
     DatabaseServer, DatabaseState, RolePassword, RoleState, SchemaState, TenantCredentials,
-    TenantDatabase, TenantState, generate_password,
+    TenantDatabase, TenantState, generate_password, schema_migration_version,
 };
 pub use s3::{ObjectStore, StoredObject};

@@ -127,6 +127,43 @@ impl TenantCredentials {
     }
 }
 
+/// The newest migration in the tenant's Mastodon `schema_migrations` table,
+/// read as the tenant; `None` while the schema has not been created.
+pub async fn schema_migration_version(
+    credentials: &TenantCredentials,
+) -> Result<Option<u64>, TenancyError> {
+    let mut config =
+        Config::from_str(&credentials.database_url()).map_err(|err| TenancyError::AdminUrl {
+            message: err.to_string(),
+        })?;
+    config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|err| postgres_error("connect as the tenant", err))?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::warn!(error = %describe(&err), "PostgreSQL tenant connection failed");
+        }
+    });
+    let exists = client
+        .query_one(
+            "SELECT to_regclass('public.schema_migrations') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(|err| postgres_error("look for schema_migrations", err))?;
+    if !exists.get::<_, bool>(0) {
+        return Ok(None);
+    }
+    let newest: Option<String> = client
+        .query_one("SELECT max(version) FROM public.schema_migrations", &[])
+        .await
+        .map_err(|err| postgres_error("read schema_migrations", err))?
+        .get(0);
+    Ok(newest.and_then(|version| version.parse().ok()))
+}
+
 impl fmt::Debug for TenantCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TenantCredentials")
@@ -236,13 +273,24 @@ impl DatabaseServer {
             connection_limit = tenant.connection_limit,
             "tenant database ready"
         );
-        Ok(TenantCredentials {
+        Ok(self.tenant_credentials(&tenant.name, &tenant.role, password))
+    }
+
+    /// How Herd reaches the tenant's database as the tenant: at this server's
+    /// address, which may differ from the one the tenant's pods use.
+    pub fn tenant_credentials(
+        &self,
+        database: &str,
+        role: &str,
+        password: &RolePassword,
+    ) -> TenantCredentials {
+        TenantCredentials {
             host: self.host(),
             port: self.port(),
-            database: tenant.name.clone(),
-            role: tenant.role.clone(),
+            database: database.to_owned(),
+            role: role.to_owned(),
             password: password.clone(),
-        })
+        }
     }
 
     /// Drops the tenant's database (ending its sessions) and then its role.

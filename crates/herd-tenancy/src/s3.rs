@@ -3,7 +3,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{TryStreamExt, stream};
+use futures::stream::FuturesOrdered;
+use futures::{StreamExt, TryStreamExt};
 use reqwest::header::{CONTENT_LENGTH, ETAG};
 use reqwest::{Body, Response, StatusCode};
 use rusty_s3::actions::{CompleteMultipartUploadResponse, CreateMultipartUpload, ListObjectsV2};
@@ -154,27 +155,29 @@ impl ObjectStore {
         path: &Path,
         size: u64,
     ) -> Result<(), TenancyError> {
-        let reads = stream::try_unfold(
-            (file, split_into_parts(size)),
-            |(mut file, mut parts)| async move {
-                let Some(part) = parts.next() else {
-                    return Ok(None);
-                };
-                let mut body = vec![0; part.len];
-                file.read_exact(&mut body)
-                    .await
-                    .map_err(|source| TenancyError::File {
-                        path: path.to_owned(),
-                        source,
-                    })?;
-                Ok(Some(((part.number, Bytes::from(body)), (file, parts))))
-            },
-        );
-        let etags: Vec<String> = reads
-            .map_ok(|(number, body)| self.upload_part(key, upload_id, number, body))
-            .try_buffered(PARTS_IN_FLIGHT)
-            .try_collect()
-            .await?;
+        // A plain loop rather than stream combinators: closures borrowing
+        // `self` and the key make the future unprovably `Send`.
+        let mut file = file;
+        let mut in_flight = FuturesOrdered::new();
+        let mut etags = Vec::new();
+        for part in split_into_parts(size) {
+            let mut body = vec![0; part.len];
+            file.read_exact(&mut body)
+                .await
+                .map_err(|source| TenancyError::File {
+                    path: path.to_owned(),
+                    source,
+                })?;
+            in_flight.push_back(self.upload_part(key, upload_id, part.number, Bytes::from(body)));
+            if in_flight.len() >= PARTS_IN_FLIGHT
+                && let Some(etag) = in_flight.next().await
+            {
+                etags.push(etag?);
+            }
+        }
+        while let Some(etag) = in_flight.next().await {
+            etags.push(etag?);
+        }
         self.complete_multipart_upload(key, upload_id, &etags).await
     }
 

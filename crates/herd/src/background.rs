@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use herd_jobs::archives::Archives;
 use herd_jobs::resource::installation_selector;
 use herd_jobs::{HerdBackend, Services};
 use herd_kube::lease::LeaseElection;
@@ -22,6 +23,7 @@ pub fn start(
     settings: &Settings,
     pool: herd_db::Pool,
     schema: herd_db::SchemaStatus,
+    archives: Arc<Archives>,
 ) -> anyhow::Result<CancellationToken> {
     let sealer = settings.require_sealer()?.clone();
     let mut services = Services::new(
@@ -30,6 +32,7 @@ pub fn start(
         settings.cluster_profile.clone(),
         herd_jobs::faults::Faults::from_env(),
         settings.installation.clone(),
+        archives,
     );
     services.lease = settings.job_lease;
     let services = Arc::new(services);

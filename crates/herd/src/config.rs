@@ -56,6 +56,7 @@ struct RawSettings {
     ingress_namespace: Option<String>,
     cluster_issuer: Option<String>,
     data_service_cidrs: Option<String>,
+    scratch_dir: Option<String>,
 }
 
 /// One setting's two spellings.
@@ -123,6 +124,10 @@ const INGRESS_NAMESPACE: Setting = Setting {
 const CLUSTER_ISSUER: Setting = Setting {
     env: "HERD_CLUSTER_ISSUER",
     key: "cluster_issuer",
+};
+const SCRATCH_DIR: Setting = Setting {
+    env: "HERD_SCRATCH_DIR",
+    key: "scratch_dir",
 };
 const DATA_SERVICE_CIDRS: Setting = Setting {
     env: "HERD_DATA_SERVICE_CIDRS",
@@ -194,6 +199,9 @@ pub struct Settings {
     /// Whether this process runs the reconciler of every registered cluster.
     pub reconcile: bool,
     pub cluster_profile: ClusterProfile,
+    /// Where archives are assembled and checked before they are stored; it
+    /// needs room for the largest export or import in progress, twice.
+    pub scratch_dir: PathBuf,
 }
 
 impl Settings {
@@ -227,6 +235,7 @@ impl Settings {
         overlay(&mut raw.ingress_namespace, &INGRESS_NAMESPACE);
         overlay(&mut raw.cluster_issuer, &CLUSTER_ISSUER);
         overlay(&mut raw.data_service_cidrs, &DATA_SERVICE_CIDRS);
+        overlay(&mut raw.scratch_dir, &SCRATCH_DIR);
         validate(raw)
     }
 
@@ -372,7 +381,12 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
         data_service_cidrs,
         ..defaults
     };
+    let scratch_dir = raw.scratch_dir.map_or_else(
+        || std::env::temp_dir().join(format!("herd-{installation}")),
+        PathBuf::from,
+    );
     Ok(Settings {
+        scratch_dir,
         listen_addr,
         database_url,
         database_max_connections,

@@ -8,10 +8,12 @@ mod logging;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use actix_web::{App, HttpServer, middleware};
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use herd_jobs::archives::Archives;
 
 use crate::config::{LogFormat, Settings};
 
@@ -205,9 +207,21 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         let schema = schema.clone();
         async move { schema.migrate_until_current(url.expose()).await }
     });
-    let background = background::start(&settings, database.clone(), schema.clone())?;
+    let archives = Arc::new(Archives::new(
+        database.clone(),
+        settings.require_sealer()?.clone(),
+        settings.installation.clone(),
+        settings.scratch_dir.clone(),
+    ));
+    let background = background::start(
+        &settings,
+        database.clone(),
+        schema.clone(),
+        archives.clone(),
+    )?;
     let api = herd_api::ApiState {
         pool: database.clone(),
+        archives,
     };
     let probes = herd_api::Probes {
         database,

@@ -52,6 +52,19 @@ pub const LABEL_APP: &str = "app.kubernetes.io/name";
 /// a version or plan change is refused, and it has done its work by then.
 pub const SETUP_JOB: &str = "setup";
 
+/// The instance's `.env.production`: the ConfigMap's settings and the
+/// Secret's values together, as Mastodon's processes see them.
+pub fn environment(
+    instance: &MastodonInstance,
+    secrets: &InstanceSecrets,
+    profile: &ClusterProfile,
+) -> BTreeMap<String, String> {
+    let tenant = Tenant::new(&instance.spec.instance, secrets, profile);
+    let mut environment = config::config_map(&tenant).data.unwrap_or_default();
+    environment.extend(secrets.env.clone());
+    environment
+}
+
 /// Every object the instance needs, in the order they are best applied:
 /// the namespace and its guards before anything runs in it.
 pub fn desired_children(

@@ -35,6 +35,7 @@ fn instance(plan_name: &str) -> MastodonInstance {
                 owner_email: OWNER_EMAIL.into(),
                 plan: plan(plan_name),
                 suspended: false,
+                origin: Default::default(),
                 database: DatabaseEndpoint {
                     host: "10.20.0.5".into(),
                     port: 5432,
