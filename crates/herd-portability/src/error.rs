@@ -38,6 +38,16 @@ pub enum ArchiveError {
     Truncated(String),
     #[error("the archive ends inside a tar header: it was cut short")]
     TruncatedHeader,
+    #[error("the media tar ends without tar's end-of-archive blocks: it was cut short")]
+    NoTarEnd,
+    #[error(
+        "the tar is gzip-compressed, which Herd does not read: decompress it with gunzip, or recompress it with zstd"
+    )]
+    Gzip,
+    #[error(
+        "the database dump is not in pg_dump's custom format (it does not start with PGDMP); make it with `pg_dump -Fc`"
+    )]
+    NotCustomDump,
     #[error("the archive does not match its manifest: {}", MismatchList(.0))]
     Mismatch(Vec<Mismatch>),
     #[error(

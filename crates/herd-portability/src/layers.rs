@@ -10,6 +10,7 @@ use herd_core::archive::{LimitError, Limits};
 use crate::error::ArchiveError;
 
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const AGE_MAGIC: &[u8] = b"age-encryption.org/";
 const AGE_ARMOR_MAGIC: &[u8] = b"-----BEGIN AGE ENCRYPTED FILE-----";
 
@@ -214,16 +215,40 @@ pub(crate) fn open<'a, R: Read + 'a>(
     let encrypted =
         starts_with(&mut input, AGE_MAGIC)? || starts_with(&mut input, AGE_ARMOR_MAGIC)?;
     let state = Arc::new(StreamState::default());
-    let mut plain: BufReader<Box<dyn Read + 'a>> = if encrypted {
+    let plain: Box<dyn Read + 'a> = if encrypted {
         let identity = identity.ok_or(ArchiveError::IdentityRequired)?;
         let decryptor = age::Decryptor::new(age::armor::ArmoredReader::new(input))?;
-        BufReader::new(Box::new(Decrypted {
+        Box::new(Decrypted {
             inner: decryptor.decrypt(iter::once(identity as &dyn age::Identity))?,
             state: state.clone(),
-        }))
+        })
     } else {
-        BufReader::new(Box::new(input))
+        Box::new(input)
     };
+    decompress(plain, encrypted, state, limits)
+}
+
+/// Peels zstd, if present, off a tar that is never encrypted: the media
+/// tar of a plain backup.
+pub(crate) fn open_unencrypted<'a, R: Read + 'a>(
+    input: R,
+    limits: Limits,
+) -> Result<Source<'a>, ArchiveError> {
+    decompress(Box::new(input), false, Arc::default(), limits)
+}
+
+fn decompress<'a>(
+    input: Box<dyn Read + 'a>,
+    encrypted: bool,
+    state: Arc<StreamState>,
+    limits: Limits,
+) -> Result<Source<'a>, ArchiveError> {
+    let mut plain = BufReader::new(input);
+    // gzip is what `tar -z` makes, so it is named rather than left to fail
+    // as a malformed tar header.
+    if starts_with(&mut plain, GZIP_MAGIC)? {
+        return Err(ArchiveError::Gzip);
+    }
     let compressed = starts_with(&mut plain, ZSTD_MAGIC)?;
     let tar: Box<dyn Read + 'a> = if compressed {
         let decoder = zstd::Decoder::new(CountCompressed {

@@ -1,5 +1,5 @@
 //! Herd archives on the wire: format v1 (`docs/export-format.md`) written and
-//! read as one stream.
+//! read as one stream, and plain Mastodon backups converted into one.
 //!
 //! The archive is a tar file, optionally zstd-compressed, optionally
 //! age-encrypted (encryption outermost, so the compressed size reveals
@@ -16,12 +16,15 @@
 mod digest;
 mod error;
 mod layers;
+mod members;
+mod plain;
 mod reader;
 mod restore;
 mod writer;
 
 pub use error::{ArchiveError, Mismatch};
 pub use layers::{parse_identity_file, parse_recipient};
+pub use plain::{PlainBackup, pack_plain_backup};
 pub use reader::{Member, ReadOptions, VerifiedArchive, read_archive, verify, verify_with};
 pub use restore::{RESTORE_TEMPLATE, render_restore};
 pub use writer::{ArchiveWriter, WriteOptions, encrypt};

@@ -6,21 +6,19 @@
 //! input costs little. What needs the manifest (digests, listed and unlisted
 //! files) is judged at the end, since the manifest comes last.
 
-use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
-use std::rc::Rc;
 
 use herd_core::archive::{
-    EnvFile, Limits, MAX_PATH_BYTES, Manifest, MemberKind, PathError, check_directory_path,
-    check_member_path,
+    EnvFile, Limits, Manifest, MemberKind, PathError, check_directory_path, check_member_path,
 };
 
 use crate::digest::{Hashing, sha256, to_hex};
 use crate::error::{ArchiveError, Mismatch};
-use crate::layers::{self, Source};
+use crate::layers;
+use crate::members::{Members, Tally, TarMember, TarStream};
 
 #[derive(Clone, Copy, Default)]
 pub struct ReadOptions<'a> {
@@ -104,75 +102,28 @@ pub fn read_archive<R: Read>(
     options: ReadOptions<'_>,
     mut visit: impl FnMut(&mut Member<'_>) -> io::Result<()>,
 ) -> Result<VerifiedArchive, ArchiveError> {
-    let mut source = layers::open(input, options.identity, options.limits)?;
-    let ended = Rc::new(Cell::new(false));
-    let stream = NoticeEnd {
-        inner: std::mem::replace(&mut source.tar, Box::new(io::empty())),
-        ended: ended.clone(),
-    };
-    let classify = |error: io::Error, path: Option<&str>| -> ArchiveError {
-        if let Some(limit) = source.ratio_error() {
-            limit.into()
-        } else if source.decryption_failed() {
-            ArchiveError::Unauthenticated(error)
-        } else if ended.get() || error.kind() == io::ErrorKind::UnexpectedEof {
-            path.map_or(ArchiveError::TruncatedHeader, |p| {
-                ArchiveError::Truncated(p.to_owned())
-            })
-        } else {
-            ArchiveError::Io(error)
-        }
-    };
-
+    let source = layers::open(input, options.identity, options.limits)?;
+    let (stream, mut archive) = TarStream::open(source);
     let limits = options.limits;
     let mut scan = Scan::default();
-    let mut pending = Extensions::default();
-    let mut archive = tar::Archive::new(stream);
-    // Raw entries: the tar crate would read long-name and pax headers whole
-    // into memory whatever their declared size; read here, they are bounded.
-    let entries = archive.entries().map_err(|e| classify(e, None))?.raw(true);
-    for entry in entries {
-        let mut entry = entry.map_err(|e| classify(e, None))?;
-        let entry_type = entry.header().entry_type();
-        if entry_type.is_gnu_longname() || entry_type.is_pax_local_extensions() {
-            pending.read(&mut entry, entry_type.is_gnu_longname(), &classify)?;
-            continue;
-        }
-        scan.entries += 1;
-        limits.check_count(scan.entries)?;
-        let described = std::mem::take(&mut pending);
-        let path = match described.path {
-            Some(path) => path,
-            None => String::from_utf8(entry.path_bytes().into_owned())
-                .map_err(|_| ArchiveError::NotUtf8Path)?,
-        };
-        let size = entry.size();
-        if described.size.is_some_and(|pax| pax != size) {
-            return Err(ArchiveError::ExtensionHeader(
-                "a pax size that differs from the tar header's",
-            ));
-        }
-        limits.check_member(&path, size, scan.content_bytes)?;
-        scan.content_bytes += size;
+    let mut members = Members::new(&mut archive, &stream, limits, Tally::default())?;
+    while let Some(member) = members.next()? {
+        let TarMember {
+            path,
+            size,
+            directory,
+            mut entry,
+        } = member;
         if scan.manifest.is_some() {
             return Err(ArchiveError::AfterManifest(path));
         }
-        match entry_type {
-            tar::EntryType::Regular => {}
-            tar::EntryType::Directory => {
-                check_directory_path(&path).map_err(|error| ArchiveError::Path {
-                    path: path.clone(),
-                    error,
-                })?;
-                scan.directories += 1;
-                continue;
-            }
-            other => {
-                return Err(ArchiveError::EntryType {
-                    path,
-                    kind: entry_type_name(other),
-                });
-            }
+        if directory {
+            check_directory_path(&path).map_err(|error| ArchiveError::Path {
+                path: path.clone(),
+                error,
+            })?;
+            scan.directories += 1;
+            continue;
         }
         if !scan.paths.insert(path.clone()) {
             return Err(ArchiveError::Duplicate(path));
@@ -182,8 +133,8 @@ pub fn read_archive<R: Read>(
             // A newer format may add members; skipping them until the
             // manifest is read lets its version be named instead.
             Err(PathError::UnknownEntry(_)) => {
-                let skipped =
-                    io::copy(&mut entry, &mut io::sink()).map_err(|e| classify(e, Some(&path)))?;
+                let skipped = io::copy(&mut entry, &mut io::sink())
+                    .map_err(|e| stream.classify(e, Some(&path)))?;
                 if skipped != size {
                     return Err(ArchiveError::Truncated(path));
                 }
@@ -200,7 +151,7 @@ pub fn read_archive<R: Read>(
                 (&mut entry)
                     .take(size)
                     .read_to_end(&mut bytes)
-                    .map_err(|e| classify(e, Some(&path)))?;
+                    .map_err(|e| stream.classify(e, Some(&path)))?;
                 if bytes.len() as u64 != size {
                     return Err(ArchiveError::Truncated(path));
                 }
@@ -213,7 +164,7 @@ pub fn read_archive<R: Read>(
                         size,
                         content: &mut bytes.as_slice(),
                     };
-                    visit(&mut member).map_err(|error| visitor_error(&source, &path, error))?;
+                    visit(&mut member).map_err(|error| visitor_error(&stream, &path, error))?;
                     scan.digests.insert(path, (size, sha256(&bytes)));
                     scan.env = Some(bytes);
                 }
@@ -226,8 +177,9 @@ pub fn read_archive<R: Read>(
                     size,
                     content: &mut hashing,
                 };
-                visit(&mut member).map_err(|error| visitor_error(&source, &path, error))?;
-                io::copy(&mut hashing, &mut io::sink()).map_err(|e| classify(e, Some(&path)))?;
+                visit(&mut member).map_err(|error| visitor_error(&stream, &path, error))?;
+                io::copy(&mut hashing, &mut io::sink())
+                    .map_err(|e| stream.classify(e, Some(&path)))?;
                 if hashing.count() != size {
                     return Err(ArchiveError::Truncated(path));
                 }
@@ -236,88 +188,14 @@ pub fn read_archive<R: Read>(
             }
         }
     }
-    if pending.long_name_seen || pending.pax_seen {
-        return Err(ArchiveError::TruncatedHeader);
-    }
-    scan.conclude(source.encrypted, source.compressed)
-}
-
-/// A GNU long name or pax header waiting for the member it describes.
-#[derive(Default)]
-struct Extensions {
-    path: Option<String>,
-    size: Option<u64>,
-    long_name_seen: bool,
-    pax_seen: bool,
-}
-
-/// Pax records beyond a path and a size (times, owners, xattrs) are small;
-/// anything larger is not an archive of format v1.
-const MAX_PAX_BYTES: u64 = 64 * 1024;
-
-impl Extensions {
-    fn read(
-        &mut self,
-        entry: &mut impl Read,
-        long_name: bool,
-        classify: &impl Fn(io::Error, Option<&str>) -> ArchiveError,
-    ) -> Result<(), ArchiveError> {
-        let (kind, limit) = if long_name {
-            ("GNU long name", MAX_PATH_BYTES as u64 + 1)
-        } else {
-            ("pax header", MAX_PAX_BYTES)
-        };
-        let mut bytes = Vec::new();
-        entry
-            .take(limit + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| classify(e, None))?;
-        if bytes.len() as u64 > limit {
-            return Err(ArchiveError::ExtensionTooLarge { kind, limit });
-        }
-        let seen = if long_name {
-            &mut self.long_name_seen
-        } else {
-            &mut self.pax_seen
-        };
-        if std::mem::replace(seen, true) {
-            return Err(ArchiveError::ExtensionHeader(
-                "two extension headers of one kind before one member",
-            ));
-        }
-        if long_name {
-            let name = bytes.strip_suffix(&[0]).unwrap_or(&bytes);
-            self.path =
-                Some(String::from_utf8(name.to_vec()).map_err(|_| ArchiveError::NotUtf8Path)?);
-            return Ok(());
-        }
-        for record in tar::PaxExtensions::new(&bytes) {
-            let record =
-                record.map_err(|_| ArchiveError::ExtensionHeader("a malformed pax record"))?;
-            match record.key_bytes() {
-                b"path" => {
-                    let path = record.value().map_err(|_| ArchiveError::NotUtf8Path)?;
-                    self.path = Some(path.to_owned());
-                }
-                b"size" => {
-                    let size = record.value().ok().and_then(|v| v.parse().ok()).ok_or(
-                        ArchiveError::ExtensionHeader("a pax size that is not a number"),
-                    )?;
-                    self.size = Some(size);
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    }
+    let source = stream.source();
+    scan.conclude(source.encrypted, source.compressed, members.tally().bytes)
 }
 
 /// What one pass collected.
 #[derive(Default)]
 struct Scan {
-    entries: u64,
     directories: u64,
-    content_bytes: u64,
     paths: HashSet<String>,
     /// Size and SHA-256 of every member but the manifest.
     digests: HashMap<String, (u64, [u8; 32])>,
@@ -331,6 +209,7 @@ impl Scan {
         mut self,
         encrypted: bool,
         compressed: bool,
+        content_bytes: u64,
     ) -> Result<VerifiedArchive, ArchiveError> {
         let manifest = Manifest::from_json(&self.manifest.ok_or(ArchiveError::NoManifest)?)?;
         if let Some(path) = self.unknown {
@@ -378,49 +257,17 @@ impl Scan {
             compressed,
             files: self.paths.len() as u64,
             directories: self.directories,
-            content_bytes: self.content_bytes,
+            content_bytes,
         })
     }
 }
 
-fn visitor_error(source: &Source<'_>, path: &str, error: io::Error) -> ArchiveError {
-    match source.ratio_error() {
+fn visitor_error(stream: &TarStream<'_>, path: &str, error: io::Error) -> ArchiveError {
+    match stream.source().ratio_error() {
         Some(limit) => limit.into(),
         None => ArchiveError::Visitor {
             path: path.to_owned(),
             error,
         },
-    }
-}
-
-fn entry_type_name(entry_type: tar::EntryType) -> &'static str {
-    match entry_type {
-        tar::EntryType::Symlink => "symbolic link",
-        tar::EntryType::Link => "hard link",
-        tar::EntryType::Char => "character device",
-        tar::EntryType::Block => "block device",
-        tar::EntryType::Fifo => "FIFO",
-        tar::EntryType::Continuous => "contiguous file",
-        tar::EntryType::GNUSparse => "sparse file",
-        tar::EntryType::XGlobalHeader => "pax global header",
-        tar::EntryType::GNULongLink => "GNU long link name",
-        _ => "member of an unknown type",
-    }
-}
-
-/// Remembers that the stream below tar ended, which tells a cut-off archive
-/// from other read errors.
-struct NoticeEnd<R> {
-    inner: R,
-    ended: Rc<Cell<bool>>,
-}
-
-impl<R: Read> Read for NoticeEnd<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n == 0 && !buf.is_empty() {
-            self.ended.set(true);
-        }
-        Ok(n)
     }
 }

@@ -6,33 +6,16 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use herd_core::archive::{
-    Consistency, ConsistencyMethod, Description, FileEntry, LeftOut, LimitError, Limits, Manifest,
-    ManifestError, MemberKind, PathError, RATIO_GRACE_BYTES,
+    FileEntry, LimitError, Limits, Manifest, ManifestError, MemberKind, PathError,
+    RATIO_GRACE_BYTES,
 };
-use herd_core::domain::Domain;
 use herd_portability::{
     ArchiveError, ArchiveWriter, Identity, Mismatch, ReadOptions, WriteOptions, read_archive,
     verify, verify_with,
 };
-use sha2::{Digest, Sha256};
 
-const ENV: &str = "LOCAL_DOMAIN=example.social\nWEB_DOMAIN=social.example.org\nSECRET_KEY_BASE=0123abcd\nOTP_SECRET=feed\n";
-
-fn description() -> Description {
-    Description {
-        herd_version: "0.1.0".to_owned(),
-        local_domain: Domain::parse("example.social").unwrap(),
-        web_domain: Domain::parse("social.example.org").unwrap(),
-        mastodon_version: "4.5.2".parse().unwrap(),
-        schema_migration_version: 20_250_728_104_413,
-        created_at: "2026-11-23T14:00:00Z".to_owned(),
-        consistency: Consistency {
-            method: ConsistencyMethod::Snapshot,
-            detail: "exported snapshot 00000003-0000001B-1".to_owned(),
-        },
-        left_out: vec![LeftOut::remote_media_cache(), LeftOut::home_feeds()],
-    }
-}
+mod common;
+use common::{ENV, append_raw, description, sha256_hex};
 
 /// Deterministic bytes that do not compress, produced as a stream.
 struct Noise {
@@ -108,13 +91,6 @@ fn write_archive(path: &Path, options: &WriteOptions) -> Manifest {
     let (manifest, file) = writer.finish(description()).unwrap();
     file.sync_all().unwrap();
     manifest
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn round_trip(options: WriteOptions, identity: Option<&Identity>) {
@@ -320,8 +296,7 @@ fn writer_refuses_a_source_of_another_size_and_stays_failed() {
     );
 }
 
-/// Builds archives member by member with the tar crate's low-level header
-/// API, which writes whatever it is told.
+/// Builds archives member by member.
 struct Crafted {
     tar: tar::Builder<Vec<u8>>,
     listed: Vec<FileEntry>,
@@ -345,14 +320,7 @@ impl Crafted {
     }
 
     fn raw(&mut self, path: &[u8], entry_type: tar::EntryType, size: u64, data: &[u8]) {
-        let mut header = tar::Header::new_gnu();
-        let name = &mut header.as_old_mut().name;
-        name[..path.len()].copy_from_slice(path);
-        header.set_entry_type(entry_type);
-        header.set_size(size);
-        header.set_mode(0o644);
-        header.set_cksum();
-        self.tar.append(&header, data).unwrap();
+        append_raw(&mut self.tar, path, entry_type, size, data);
     }
 
     fn file(&mut self, path: &str, data: &[u8]) {
@@ -698,6 +666,14 @@ fn zstd_bomb_is_stopped_early() {
         decompressed > RATIO_GRACE_BYTES && decompressed < 2 * RATIO_GRACE_BYTES,
         "{decompressed}"
     );
+}
+
+#[test]
+fn gzip_is_named() {
+    let gzip = [&[0x1f, 0x8b, 0x08, 0x00][..], &Crafted::valid().finish()].concat();
+    let err = refuse(&gzip);
+    assert!(matches!(err, ArchiveError::Gzip), "{err}");
+    assert!(err.to_string().contains("gzip"), "{err}");
 }
 
 #[test]
