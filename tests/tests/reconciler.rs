@@ -18,7 +18,7 @@ use herd_kube::crd::{MastodonInstance, MastodonInstanceSpec, MastodonInstanceSta
 use herd_kube::reconciler::{BackendError, Reconciler, TenantBackend, install_crd};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
@@ -28,6 +28,7 @@ use tokio::sync::oneshot;
 const READY_WITHIN: Duration = Duration::from_secs(60);
 const RUN_LABEL: &str = "e2e.herd.dev/run";
 const EXTRA_GROUP: &str = "extra";
+const CONFIG_MAP: &str = "mastodon-config";
 
 /// Knows the secrets of the instances it was told about and records what the
 /// reconciler asked of it.
@@ -38,6 +39,8 @@ struct TestBackend {
     statuses: Mutex<Vec<(String, MastodonInstanceStatus)>>,
     /// How many of the next status reports to refuse, as a database outage would.
     refused_statuses: AtomicU32,
+    /// Every pass reads the secrets first, so this counts passes per instance.
+    secret_reads: Mutex<BTreeMap<String, u32>>,
 }
 
 impl TestBackend {
@@ -50,6 +53,15 @@ impl TestBackend {
             .lock()
             .unwrap()
             .insert(instance_id.to_owned(), InstanceSecrets { env });
+    }
+
+    fn passes(&self, instance_id: &str) -> u32 {
+        self.secret_reads
+            .lock()
+            .unwrap()
+            .get(instance_id)
+            .copied()
+            .unwrap_or(0)
     }
 
     fn cleanups(&self) -> Vec<String> {
@@ -84,6 +96,12 @@ fn id_of(instance: &MastodonInstance) -> String {
 impl TenantBackend for TestBackend {
     async fn secrets(&self, instance: &MastodonInstance) -> Result<InstanceSecrets, BackendError> {
         let id = id_of(instance);
+        *self
+            .secret_reads
+            .lock()
+            .unwrap()
+            .entry(id.clone())
+            .or_default() += 1;
         self.secrets
             .lock()
             .unwrap()
@@ -391,6 +409,118 @@ async fn deleted_children_are_recreated() {
             (web != web_before && policy != policy_before).then_some(())
         },
     )
+    .await;
+    harness.ready(&name).await;
+}
+
+/// Sets `S3_PROTOCOL` of the instance's ConfigMap as another field manager,
+/// which takes the field from Herd: Herd applies with force, so any apply of
+/// the ConfigMap by Herd takes it back.
+async fn take_over_config(config_maps: &Api<ConfigMap>, value: &str) {
+    let patch = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "data": {"S3_PROTOCOL": value},
+    });
+    config_maps
+        .patch(
+            CONFIG_MAP,
+            &PatchParams::apply("e2e-hand").force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .expect("ConfigMap taken over");
+}
+
+async fn s3_protocol(config_maps: &Api<ConfigMap>) -> Option<String> {
+    config_maps
+        .get(CONFIG_MAP)
+        .await
+        .ok()?
+        .data?
+        .remove("S3_PROTOCOL")
+}
+
+#[tokio::test]
+async fn status_changes_of_children_write_no_child() {
+    let harness = Harness::start().await;
+    let name = harness.create_instance().await.name_any();
+    let instance = harness.ready(&name).await;
+    let id = id_of(&instance);
+    let config_maps: Api<ConfigMap> = harness.namespaced(&instance);
+    let deployments: Api<Deployment> = harness.namespaced(&instance);
+    let original = s3_protocol(&config_maps).await.expect("S3_PROTOCOL");
+
+    // The takeover is itself a change of a child that wakes a pass.
+    let before = harness.backend.passes(&id);
+    take_over_config(&config_maps, "by-hand").await;
+    eventually("a pass after the edit", Duration::from_secs(30), || async {
+        (harness.backend.passes(&id) > before).then_some(())
+    })
+    .await;
+
+    // A status-only change, as the Deployment controller makes them: web is
+    // briefly reported unavailable until the controller corrects it.
+    let before = harness.backend.passes(&id);
+    deployments
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"availableReplicas": 0, "readyReplicas": 0}})),
+        )
+        .await
+        .expect("web's status patched");
+    eventually(
+        "a pass after the status change",
+        Duration::from_secs(30),
+        || async { (harness.backend.passes(&id) > before).then_some(()) },
+    )
+    .await;
+    harness.ready(&name).await;
+    println!(
+        "{} passes after Ready, none of them applied the ConfigMap",
+        harness.backend.passes(&id)
+    );
+    assert_eq!(
+        s3_protocol(&config_maps).await.as_deref(),
+        Some("by-hand"),
+        "no pass since the takeover applied the ConfigMap"
+    );
+
+    // A spec change writes every child, which takes the field back.
+    harness
+        .change_spec(&name, json!({"ownerEmail": "new-owner@example.org"}))
+        .await;
+    eventually(
+        "the ConfigMap to be applied again",
+        Duration::from_secs(30),
+        || async { (s3_protocol(&config_maps).await? == original).then_some(()) },
+    )
+    .await;
+    harness.ready(&name).await;
+}
+
+#[tokio::test]
+async fn a_child_scaled_by_hand_is_repaired() {
+    let harness = Harness::start().await;
+    let name = harness.create_instance().await.name_any();
+    let instance = harness.ready(&name).await;
+    let deployments: Api<Deployment> = harness.namespaced(&instance);
+    let replicas = deployments.get("web").await.expect("web").spec.replicas;
+
+    // A new generation of a child's spec is a change by someone else.
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .expect("web scaled");
+    eventually("web to be scaled back", Duration::from_secs(30), || async {
+        let web = deployments.get("web").await.ok()?;
+        (web.spec.replicas == replicas).then_some(())
+    })
     .await;
     harness.ready(&name).await;
 }

@@ -2,25 +2,20 @@
 //! ones it no longer wants, so the namespace holds exactly what the builders
 //! describe: nothing missing, nothing left over.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use k8s_openapi::Resource as _;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
-};
-use kube::{Api, Client, ResourceExt};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
 use serde_json::json;
 
 use super::ReconcileError;
-use crate::children::{Child, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY};
+use super::applied::{ChildKey, Written};
+use super::stores::ChildStores;
+use crate::children::Child;
 use crate::crd::FIELD_MANAGER;
-
-/// Selects every child of one instance, and nothing another manager made.
-pub(crate) fn instance_selector(instance_id: &str) -> String {
-    format!("{LABEL_INSTANCE}={instance_id},{LABEL_MANAGED_BY}={MANAGED_BY}")
-}
 
 fn is_namespace(resource: &ApiResource) -> bool {
     resource.group.is_empty() && resource.kind == Namespace::KIND
@@ -37,35 +32,52 @@ fn is_create_once(resource: &ApiResource) -> bool {
     resource.group == Job::GROUP && resource.kind == Job::KIND
 }
 
+fn written(object: &DynamicObject) -> Written {
+    Written {
+        uid: object.metadata.uid.clone().unwrap_or_default(),
+        generation: object.metadata.generation,
+    }
+}
+
 /// Applies every child, namespaces first: nothing can be created in a
-/// namespace that does not exist yet.
-pub(crate) async fn apply_all(client: &Client, children: &[Child]) -> Result<(), ReconcileError> {
+/// namespace that does not exist yet. Returns each child as the API server
+/// answered, to tell later whether a watch has caught up with the write.
+pub(crate) async fn apply_all(
+    client: &Client,
+    children: &[Child],
+) -> Result<HashMap<ChildKey, Written>, ReconcileError> {
     let (namespaces, rest): (Vec<&Child>, Vec<&Child>) =
         children.iter().partition(|c| is_namespace(&c.resource));
     let apply = PatchParams::apply(FIELD_MANAGER).force();
+    let mut applied = HashMap::with_capacity(children.len());
     for child in namespaces.into_iter().chain(rest) {
         let api: Api<DynamicObject> = match child.object.metadata.namespace.as_deref() {
             Some(namespace) => Api::namespaced_with(client.clone(), namespace, &child.resource),
             None => Api::all_with(client.clone(), &child.resource),
         };
-        if is_create_once(&child.resource) {
-            create_once(&api, child).await?;
+        let object = if is_create_once(&child.resource) {
+            create_once(&api, child).await?
         } else {
             api.patch(child.name(), &apply, &Patch::Apply(&child.object))
                 .await
                 .map_err(ReconcileError::api(format!(
                     "applying {}",
                     describe(&child.resource, child.name())
-                )))?;
-        }
+                )))?
+        };
+        applied.insert(ChildKey::of(child), written(&object));
     }
-    Ok(())
+    Ok(applied)
 }
 
 /// Creates `child` when it is missing. Of an existing one only `spec.suspend`
 /// follows the desired object: it is the one mutable field that matters, and
 /// it lets a Job made for a suspended instance run once the instance resumes.
-async fn create_once(api: &Api<DynamicObject>, child: &Child) -> Result<(), ReconcileError> {
+/// Returns the Job as it now stands.
+async fn create_once(
+    api: &Api<DynamicObject>,
+    child: &Child,
+) -> Result<DynamicObject, ReconcileError> {
     let what = describe(&child.resource, child.name());
     let existing = api
         .get_opt(child.name())
@@ -77,14 +89,17 @@ async fn create_once(api: &Api<DynamicObject>, child: &Child) -> Result<(), Reco
             ..PostParams::default()
         };
         return match api.create(&params, &child.object).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.is_already_exists() => Ok(()),
+            Ok(created) => Ok(created),
+            Err(kube::Error::Api(status)) if status.is_already_exists() => api
+                .get(child.name())
+                .await
+                .map_err(ReconcileError::api(format!("reading {what}"))),
             Err(err) => Err(ReconcileError::api(format!("creating {what}"))(err)),
         };
     };
     let suspend = child.object.data.pointer("/spec/suspend");
     if suspend.is_none() || existing.data.pointer("/spec/suspend") == suspend {
-        return Ok(());
+        return Ok(existing);
     }
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),
@@ -98,17 +113,19 @@ async fn create_once(api: &Api<DynamicObject>, child: &Child) -> Result<(), Reco
     .await
     .map_err(ReconcileError::api(format!(
         "suspending or resuming {what}"
-    )))?;
-    Ok(())
+    )))
 }
 
-/// Deletes every object of `kinds` in `namespace` that matches `selector` but
-/// is not among `applied`, and returns what it deleted as `Kind name`.
+/// Deletes every child of the instance the watches show in `namespace` that
+/// is not among `applied`, and returns what it deleted as `Kind name`. The
+/// stores, not a list per kind, are the source: a child created moments ago
+/// and not yet in its store is missed here, but its arrival there wakes the
+/// instance and the next pass deletes it.
 pub(crate) async fn prune(
     client: &Client,
+    stores: &ChildStores,
     namespace: &str,
-    selector: &str,
-    kinds: &[ApiResource],
+    instance_id: &str,
     applied: &[Child],
 ) -> Result<Vec<String>, ReconcileError> {
     let wanted: HashSet<(&str, &str, &str)> = applied
@@ -121,36 +138,17 @@ pub(crate) async fn prune(
             )
         })
         .collect();
-    let params = ListParams::default().labels(selector);
     let mut deleted = Vec::new();
-    for resource in kinds.iter().filter(|r| !is_namespace(r)) {
-        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, resource);
-        let listed = api
-            .list_metadata(&params)
-            .await
-            .map_err(ReconcileError::api(format!(
-                "listing {} in {namespace}",
-                resource.plural
-            )))?;
-        for object in listed.items {
-            let name = object.name_any();
-            if wanted.contains(&(
-                resource.group.as_str(),
-                resource.kind.as_str(),
-                name.as_str(),
-            )) || object.metadata.deletion_timestamp.is_some()
-            {
-                continue;
-            }
-            match api.delete(&name, &DeleteParams::background()).await {
-                Ok(_) => deleted.push(describe(resource, &name)),
-                Err(kube::Error::Api(status)) if status.is_not_found() => {}
-                Err(err) => {
-                    return Err(ReconcileError::api(format!(
-                        "pruning {}",
-                        describe(resource, &name)
-                    ))(err));
-                }
+    for (resource, name) in stores.unwanted(namespace, instance_id, &wanted) {
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => deleted.push(describe(&resource, &name)),
+            Err(kube::Error::Api(status)) if status.is_not_found() => {}
+            Err(err) => {
+                return Err(ReconcileError::api(format!(
+                    "pruning {}",
+                    describe(&resource, &name)
+                ))(err));
             }
         }
     }

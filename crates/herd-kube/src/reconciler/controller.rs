@@ -1,26 +1,35 @@
-//! The Controller: what wakes a reconciliation, the pass itself inside the
+//! The controller: what wakes a reconciliation, the pass itself inside the
 //! finalizer, and what happens after a failure.
+//!
+//! Most passes are woken by a child's status changing (pods turning Ready,
+//! the setup Job completing) with nothing to write: such a pass judges the
+//! status from the watches' stores and sends no request unless the status
+//! changed. Children are written when the desired set changes, when one is
+//! deleted or its spec changed by someone else, on the first pass of this
+//! process and on a periodic resync. Pruning reads the same stores, so no
+//! pass lists anything.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use kube::api::DynamicObject;
-use kube::core::PartialObjectMeta;
-use kube::runtime::controller::{Action, Config, Error as ControllerError};
+use futures::{StreamExt, stream};
+use kube::runtime::controller::{Action, Config, Error as ControllerError, trigger_self};
 use kube::runtime::finalizer::{Event, finalizer};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::utils::CancelableJoinHandle;
+use kube::runtime::{WatchStreamExt, applier, watcher};
 use kube::{Api, Client, ResourceExt};
+use tokio::runtime::Handle;
 use tracing::Instrument;
 
+use super::applied::{Applied, AppliedSets, Due, desired_hash, due};
 use super::backoff::FailureBackoff;
 use super::status::{Observed, compute_status, recheck_after};
+use super::stores::ChildStores;
 use super::{ReconcileError, TenantBackend, apply, cleanup, status};
-use crate::children::{
-    ClusterProfile, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY, namespace_name,
-};
+use crate::children::{ClusterProfile, namespace_name};
 use crate::crd::{FINALIZER, MastodonInstance};
 use crate::manifests;
 
@@ -39,6 +48,8 @@ struct Context<B> {
     backend: Arc<B>,
     profile: ClusterProfile,
     backoff: FailureBackoff,
+    stores: ChildStores,
+    applied: Arc<AppliedSets>,
 }
 
 /// The reconciler of a cluster, configured before it runs.
@@ -67,51 +78,58 @@ impl<B: TenantBackend> Reconciler<B> {
     }
 
     /// Runs until `shutdown` resolves, then lets the passes under way finish.
+    /// What it applied is remembered for as long as it runs: a new run, in
+    /// this process or another, applies every instance once.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
         let client = self.client;
         let mut instances = watcher::Config::default();
         if let Some(selector) = &self.instance_selector {
             instances = instances.labels(selector);
         }
-        let controller = Controller::new(Api::<MastodonInstance>::all(client.clone()), instances)
-            .with_config(
-                Config::default()
-                    .debounce(DEBOUNCE)
-                    .concurrency(CONCURRENCY),
-            );
-        let store = controller.store();
-        let children =
-            watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+        let writer = Writer::default();
+        let store = writer.as_reader();
+        let own = trigger_self(
+            watcher(Api::<MastodonInstance>::all(client.clone()), instances)
+                .default_backoff()
+                .reflect(writer)
+                .applied_objects(),
+            (),
+        );
         // Every kind an instance is made of, its namespace included: a child
-        // deleted or changed by hand is repaired at once, and workload status
-        // changes reach the instance's status without waiting for a requeue.
-        let controller =
-            manifests::child_resources()
-                .into_iter()
-                .fold(controller, |controller, resource| {
-                    // Metadata only: enough to find the instance, and Secret
-                    // values never reach this process through a watch.
-                    let api = Api::<PartialObjectMeta<DynamicObject>>::all_with(
-                        client.clone(),
-                        &resource,
-                    );
-                    let store = store.clone();
-                    controller.watches_with(api, resource, children.clone(), move |child| {
-                        owning_instance(&store, &child)
-                    })
-                });
+        // deleted, or whose spec someone else changed, is repaired at once
+        // (other edits at the next resync), and workload status changes
+        // reach the instance's status without waiting for a requeue.
+        let applied = Arc::new(AppliedSets::default());
+        let (stores, children) = ChildStores::watch(&client, &store, &applied);
+        let queue =
+            stream::select_all(children.into_iter().chain([own.boxed()])).take_until(shutdown);
         let context = Arc::new(Context {
             client,
             backend: self.backend,
             profile: self.profile,
             backoff: FailureBackoff::new(RETRY_BASE, RETRY_MAX),
+            stores,
+            applied,
         });
         tracing::info!("reconciler started");
-        controller
-            .graceful_shutdown_on(shutdown)
-            .run(reconcile, error_policy, context)
-            .for_each(|result| async move { log_outcome(result) })
-            .await;
+        applier(
+            |instance, context| {
+                // A task per pass, so passes run on every worker thread.
+                CancelableJoinHandle::spawn(
+                    reconcile(instance, context).in_current_span(),
+                    &Handle::current(),
+                )
+            },
+            error_policy,
+            context,
+            store,
+            queue,
+            Config::default()
+                .debounce(DEBOUNCE)
+                .concurrency(CONCURRENCY),
+        )
+        .for_each(|result| async move { log_outcome(result) })
+        .await;
         tracing::info!("reconciler stopped");
     }
 }
@@ -129,16 +147,6 @@ pub async fn run<B: TenantBackend>(
         .await;
 }
 
-fn owning_instance(
-    store: &Store<MastodonInstance>,
-    child: &PartialObjectMeta<DynamicObject>,
-) -> Option<ObjectRef<MastodonInstance>> {
-    let instance_id = child.labels().get(LABEL_INSTANCE)?;
-    store
-        .find(|instance| &instance.spec.instance.instance_id == instance_id)
-        .map(|instance| ObjectRef::from_obj(&*instance))
-}
-
 async fn reconcile<B: TenantBackend>(
     instance: Arc<MastodonInstance>,
     context: Arc<Context<B>>,
@@ -151,7 +159,11 @@ async fn reconcile<B: TenantBackend>(
             match event {
                 Event::Apply(instance) => apply_instance(&context, &api, &instance).await,
                 Event::Cleanup(instance) => {
-                    cleanup::cleanup(&context.client, context.backend.as_ref(), &instance).await
+                    let action =
+                        cleanup::cleanup(&context.client, context.backend.as_ref(), &instance)
+                            .await?;
+                    context.applied.forget(&instance.spec.instance.instance_id);
+                    Ok(action)
                 }
             }
         })
@@ -164,36 +176,69 @@ async fn reconcile<B: TenantBackend>(
     .await
 }
 
-/// One pass over a live instance: children, pruning, status.
+/// One pass over a live instance: children when due, pruning, status.
 async fn apply_instance<B: TenantBackend>(
     context: &Context<B>,
     api: &Api<MastodonInstance>,
     instance: &MastodonInstance,
 ) -> Result<Action, ReconcileError> {
+    context
+        .stores
+        .ready()
+        .await
+        .map_err(|_| ReconcileError::WatchesStopped)?;
     let instance_id = &instance.spec.instance.instance_id;
     let namespace = namespace_name(instance_id);
     let children = {
         let secrets = context.backend.secrets(instance).await?;
         manifests::desired_children(instance, &secrets, &context.profile)
     };
-    apply::apply_all(&context.client, &children).await?;
-    let selector = apply::instance_selector(instance_id);
+    let hash = desired_hash(&children);
+    let last = context.applied.get(instance_id);
+    let reason = due(
+        last.as_deref(),
+        hash,
+        Instant::now(),
+        &children,
+        &context.stores,
+    );
+    let applied = match (last, reason) {
+        (Some(last), None) => last,
+        (_, reason) => {
+            match reason.unwrap_or(Due::Unrecorded) {
+                Due::Drift(drift) => tracing::info!(%drift, "repairing the instance's children"),
+                reason => tracing::debug!(?reason, "applying every child"),
+            }
+            let ticket = context.applied.begin(instance_id);
+            let written = apply::apply_all(&context.client, &children).await?;
+            let now = Instant::now();
+            let applied = Arc::new(Applied {
+                hash,
+                at: now,
+                resync_at: context.applied.resync_at(instance_id, now),
+                children: written,
+            });
+            context.applied.record(instance_id, ticket, applied.clone());
+            applied
+        }
+    };
     let pruned = apply::prune(
         &context.client,
+        &context.stores,
         &namespace,
-        &selector,
-        &manifests::child_resources(),
+        instance_id,
         &children,
     )
     .await?;
     if !pruned.is_empty() {
         tracing::info!(?pruned, "deleted children no longer desired");
     }
-    let observed = Observed::fetch(&context.client, &namespace, &selector).await?;
+    let observed = Observed::seen(&context.stores, &children, &applied);
     let status = compute_status(instance, &namespace, &observed, &status::now());
     status::report(api, context.backend.as_ref(), instance, &status).await?;
     tracing::debug!(phase = ?status.phase, children = children.len(), "reconciled");
-    Ok(Action::requeue(recheck_after(&status)))
+    let resync = applied.resync_at.saturating_duration_since(Instant::now());
+    Ok(Action::requeue(recheck_after(&status).min(resync)))
 }
 
 fn error_policy<B: TenantBackend>(

@@ -3,15 +3,19 @@
 //! removes the instance's data when the resource is deleted.
 //!
 //! One file per concern: `controller` wires the watches and the finalizer,
-//! `apply` writes and prunes children, `status` judges them, `cleanup` tears
-//! an instance down, `backoff` spaces out retries, `install` puts the CRD in place.
+//! `stores` keeps what the watches of the children report, `applied` what
+//! this process last wrote and when it must write again, `apply` writes and
+//! prunes children, `status` judges them, `cleanup` tears an instance down,
+//! `backoff` spaces out retries, `install` puts the CRD in place.
 
+mod applied;
 mod apply;
 mod backoff;
 mod cleanup;
 mod controller;
 mod install;
 mod status;
+mod stores;
 
 use std::future::Future;
 
@@ -26,7 +30,9 @@ pub use install::install_crd;
 /// What the reconciler needs from the part of Herd that owns the tenant's
 /// data services and the instance rows.
 pub trait TenantBackend: Send + Sync + 'static {
-    /// The instance's secret environment, copied into its Secret on every pass.
+    /// The instance's secret environment, read on every pass and copied into
+    /// its Secret whenever the children are written: a change is written like
+    /// a change of the spec.
     fn secrets(
         &self,
         instance: &MastodonInstance,
@@ -75,6 +81,8 @@ pub enum ReconcileError {
     /// Not a failure: cleanup waits for the namespace controller.
     #[error("namespace {0} is still being deleted")]
     NamespaceTerminating(String),
+    #[error("the watches of the instance's children stopped")]
+    WatchesStopped,
     #[error("CRD {name}: {reason}")]
     CrdNotEstablished { name: String, reason: String },
     #[error(transparent)]

@@ -1,15 +1,20 @@
 //! How an instance fares, judged from its Deployments and setup Job, and how
 //! that judgement reaches the resource's status and Herd's database.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{ListParams, Patch, PatchParams};
-use kube::{Api, Client, ResourceExt};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use super::applied::{Applied, ChildKey, Written};
+use super::stores::{ChildStores, is_kind};
 use super::{ReconcileError, TenantBackend};
+use crate::children::Child;
 use crate::crd::{InstanceCondition, MastodonInstance, MastodonInstanceStatus};
 
 pub(crate) const READY: &str = "Ready";
@@ -30,26 +35,53 @@ pub(crate) struct Observed {
 }
 
 impl Observed {
-    pub(crate) async fn fetch(
-        client: &Client,
-        namespace: &str,
-        selector: &str,
-    ) -> Result<Observed, ReconcileError> {
-        let params = ListParams::default().labels(selector);
-        let deployments = Api::<Deployment>::namespaced(client.clone(), namespace)
-            .list(&params)
-            .await
-            .map_err(ReconcileError::api(format!(
-                "listing Deployments in {namespace}"
-            )))?;
-        let jobs = Api::<Job>::namespaced(client.clone(), namespace)
-            .list(&params)
-            .await
-            .map_err(ReconcileError::api(format!("listing Jobs in {namespace}")))?;
-        Ok(Observed {
-            deployments: deployments.items,
-            jobs: jobs.items,
-        })
+    /// The desired Deployments and Jobs as their watches show them, none
+    /// older than `applied` wrote it: one the watch has not shown yet counts
+    /// as not yet observed, one it shows at an older generation as an update
+    /// not yet observed. Children no longer desired are left out, even before
+    /// their deletion reaches the watch.
+    pub(crate) fn seen(stores: &ChildStores, children: &[Child], applied: &Applied) -> Observed {
+        let mut observed = Observed::default();
+        for child in children {
+            let written = applied.children.get(&ChildKey::of(child));
+            let namespace = child
+                .object
+                .metadata
+                .namespace
+                .as_deref()
+                .unwrap_or_default();
+            if is_kind::<Deployment>(&child.resource) {
+                let seen = stores.deployment(namespace, child.name());
+                observed.deployments.push(current(seen, child, written));
+            } else if is_kind::<Job>(&child.resource) {
+                let seen = stores.job(namespace, child.name());
+                observed.jobs.push(current(seen, child, written));
+            }
+        }
+        observed
+    }
+}
+
+fn current<K>(seen: Option<Arc<K>>, child: &Child, written: Option<&Written>) -> K
+where
+    K: Resource + Clone + DeserializeOwned,
+{
+    let written_uid = written.map(|w| Some(w.uid.as_str()));
+    match seen {
+        Some(seen) if written_uid.is_none_or(|uid| seen.meta().uid.as_deref() == uid) => {
+            let mut seen = Arc::unwrap_or_clone(seen);
+            let generation = written.and_then(|w| w.generation);
+            if seen.meta().generation < generation {
+                seen.meta_mut().generation = generation;
+            }
+            seen
+        }
+        // As built, without a status: the watch has yet to show the object written.
+        _ => child
+            .object
+            .clone()
+            .try_parse()
+            .expect("a child parses as its own kind"),
     }
 }
 
@@ -256,6 +288,7 @@ mod tests {
 
     use super::*;
     use crate::crd::MastodonInstanceSpec;
+    use crate::reconciler::stores::fake::FakeStores;
 
     const EARLIER: &str = "2026-01-01T00:00:00Z";
     const NOW: &str = "2026-01-01T00:05:00Z";
@@ -272,6 +305,7 @@ mod tests {
                     owner_email: "owner@example.org".into(),
                     plan: starter_plans().remove(0),
                     suspended,
+                    origin: Default::default(),
                     database: DatabaseEndpoint {
                         host: "db".into(),
                         port: 5432,
@@ -465,5 +499,100 @@ mod tests {
         assert_eq!(condition(&second, READY).last_transition_time, NOW);
         assert_eq!(condition(&second, PROGRESSING).last_transition_time, NOW);
         assert_eq!(condition(&second, DEGRADED).last_transition_time, EARLIER);
+    }
+
+    /// `object` in the test instance's namespace, as the API server holds it.
+    fn child<K>(object: &K, uid: Option<&str>) -> Child
+    where
+        K: kube::Resource<DynamicType = ()> + serde::Serialize,
+    {
+        let mut child = Child::from_typed(object);
+        child.object.metadata.namespace = Some("mi-i1".into());
+        child.object.metadata.uid = uid.map(str::to_owned);
+        child
+    }
+
+    /// The desired web Deployment and setup Job, and a record of writing
+    /// them at `generation`.
+    fn desired(generation: i64) -> (Vec<Child>, Applied) {
+        let mut web = deployment("web", 1, 1);
+        web.status = None;
+        let mut setup = job(None);
+        setup.status = None;
+        let children = vec![child(&web, None), child(&setup, None)];
+        let now = std::time::Instant::now();
+        let applied = Applied {
+            hash: 0,
+            at: now,
+            resync_at: now,
+            children: children
+                .iter()
+                .map(|c| {
+                    let written = Written {
+                        uid: format!("uid-{}", c.name()),
+                        generation: Some(generation),
+                    };
+                    (ChildKey::of(c), written)
+                })
+                .collect(),
+        };
+        (children, applied)
+    }
+
+    fn judged(fake: &FakeStores, children: &[Child], applied: &Applied) -> MastodonInstanceStatus {
+        let observed = Observed::seen(&fake.stores(), children, applied);
+        compute_status(&instance(false, None), "mi-i1", &observed, NOW)
+    }
+
+    #[test]
+    fn workloads_as_their_watches_show_them_decide() {
+        let (children, applied) = desired(2);
+        let mut fake = FakeStores::new();
+        let web = child(&deployment("web", 1, 1), Some("uid-web"));
+        let setup = child(&job(Some("Complete")), Some("uid-setup"));
+        fake.put(&web.resource, web.object);
+        fake.put(&setup.resource, setup.object);
+        let status = judged(&fake, &children, &applied);
+        assert_eq!(status.phase.as_deref(), Some("Running"));
+
+        // Gone from the desired set, not yet from the watch: no longer counts.
+        let extra = child(&deployment("sidekiq-extra", 1, 0), Some("uid-extra"));
+        fake.put(&extra.resource, extra.object);
+        assert_eq!(judged(&fake, &children, &applied), status);
+    }
+
+    #[test]
+    fn workloads_their_watches_have_not_shown_are_not_yet_observed() {
+        let (children, applied) = desired(2);
+        let mut fake = FakeStores::new();
+        let status = judged(&fake, &children, &applied);
+        assert_eq!(
+            condition(&status, PROGRESSING).message,
+            "web: not yet observed; setup: running"
+        );
+
+        // An older object of the same name is not the one written.
+        let web = child(&deployment("web", 1, 1), Some("another-uid"));
+        fake.put(&web.resource, web.object);
+        let status = judged(&fake, &children, &applied);
+        assert_eq!(
+            condition(&status, PROGRESSING).message,
+            "web: not yet observed; setup: running"
+        );
+    }
+
+    #[test]
+    fn a_watch_behind_the_last_write_is_an_update_not_yet_observed() {
+        let (children, applied) = desired(3);
+        let mut fake = FakeStores::new();
+        let web = child(&deployment("web", 1, 1), Some("uid-web"));
+        let setup = child(&job(Some("Complete")), Some("uid-setup"));
+        fake.put(&web.resource, web.object);
+        fake.put(&setup.resource, setup.object);
+        let status = judged(&fake, &children, &applied);
+        assert_eq!(
+            condition(&status, PROGRESSING).message,
+            "web: update not yet observed"
+        );
     }
 }
