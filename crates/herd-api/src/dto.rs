@@ -2,6 +2,8 @@
 //! so they are kept apart from the core and database types, which may change
 //! shape without breaking clients.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use herd_core::lifecycle::InstanceState;
 use herd_core::plan;
@@ -405,4 +407,23 @@ pub struct ExportList {
 pub struct ExportAccepted {
     pub export: ExportView,
     pub operation: OperationView,
+}
+
+/// What became of the imported `.env.production`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportedEnv {
+    /// Keys carried over as they were: the server's secrets and settings.
+    pub kept: Vec<String>,
+    /// Keys left behind, each with why: the old host's connection settings
+    /// (Herd sets its own) and keys Herd does not know.
+    pub dropped: BTreeMap<String, String>,
+}
+
+/// The answer to an import: the new instance, the operation restoring it,
+/// and what became of its environment.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportAccepted {
+    pub instance: InstanceView,
+    pub operation: OperationView,
+    pub env: ImportedEnv,
 }

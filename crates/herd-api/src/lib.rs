@@ -10,6 +10,7 @@ mod dto;
 mod email;
 mod exports;
 mod health;
+mod imports;
 mod instances;
 mod openapi;
 mod operations;
@@ -67,6 +68,10 @@ fn endpoints() -> Vec<Endpoint> {
                 (Method::GET, web::to(exports::list)),
                 (Method::POST, web::to(exports::create)),
             ],
+        ),
+        endpoint(
+            "/api/v1/imports",
+            vec![(Method::POST, web::to(imports::create))],
         ),
         endpoint(
             "/api/v1/exports/{id}",

@@ -6,7 +6,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi};
 
-use crate::{Problem, exports, instances, operations, plans};
+use crate::{Problem, exports, imports, instances, operations, plans};
 
 /// Declares a documented problem response: one status, its meaning, a problem body.
 /// These types only describe responses for the document and are never built.
@@ -47,7 +47,7 @@ problem_response!(
 problem_response!(
     Unprocessable,
     422,
-    "`invalid_domain`, `invalid_email`, `invalid_version`, `unknown_plan`, `invalid_recipient`, `invalid_push_target` (with `field` naming the member), or `idempotency_key_reused`"
+    "`invalid_domain`, `invalid_email`, `invalid_version`, `unknown_plan`, `invalid_recipient`, `invalid_push_target`, `missing_field` (with `field` naming the member), `idempotency_key_reused`; imports: `invalid_archive`, `domain_mismatch`, `version_downgrade`"
 );
 problem_response!(
     ServerError,
@@ -99,6 +99,7 @@ impl Modify for BearerAuth {
         exports::list,
         exports::show,
         exports::download,
+        imports::create,
         operations::show,
         document,
     ),
@@ -109,6 +110,7 @@ impl Modify for BearerAuth {
         (name = "plans", description = "What can be ordered"),
         (name = "instances", description = "Hosted Mastodon servers"),
         (name = "exports", description = "Everything an instance is, as one archive to take anywhere"),
+        (name = "imports", description = "A server from another host or a Herd export, restored as a new instance"),
         (name = "operations", description = "Long-running work to follow"),
         (name = "meta", description = "The API itself"),
     )

@@ -7,6 +7,8 @@
 //! nobody will provision.
 
 use actix_web::http::StatusCode;
+use std::collections::BTreeMap;
+
 use diesel_async::AsyncConnection;
 use diesel_async::AsyncPgConnection;
 use herd_core::domain::Domain;
@@ -19,7 +21,8 @@ use herd_db::idempotency::{self, StoredResponse};
 use herd_db::instances::{self, Instance, NewInstance};
 use herd_db::jobs::{self, JobId, NewJob};
 use herd_db::operations::{self, NewOperation, Operation};
-use herd_db::{outbox, plans};
+use herd_db::{Sealer, outbox, plans};
+use herd_jobs::{InstanceJob, StagedArchive};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -48,7 +51,7 @@ struct Work {
 }
 
 const PROVISION: Work = Work {
-    job_kind: "provision_instance",
+    job_kind: herd_jobs::kinds::PROVISION_INSTANCE,
     dedupe_prefix: "provision",
     operation_kind: "provision",
     steps: &[
@@ -63,11 +66,28 @@ const PROVISION: Work = Work {
     audit_action: "instance.create",
 };
 
+const IMPORT: Work = Work {
+    job_kind: herd_jobs::kinds::PROVISION_INSTANCE,
+    dedupe_prefix: "provision",
+    operation_kind: "import",
+    steps: &[
+        "place",
+        "secrets",
+        "tenant_database",
+        "tenant_bucket",
+        "restore",
+        "apply",
+        "ready",
+    ],
+    outbox_topic: "instance.imported",
+    audit_action: "instance.import",
+};
+
 const DELETE: Work = Work {
-    job_kind: "delete_instance",
+    job_kind: herd_jobs::kinds::DELETE_INSTANCE,
     dedupe_prefix: "delete",
     operation_kind: "delete",
-    steps: &["workloads", "tenant_data", "finish"],
+    steps: herd_jobs::DELETE_STEPS,
     outbox_topic: "instance.deletion_requested",
     audit_action: "instance.delete",
 };
@@ -78,12 +98,18 @@ impl Work {
         conn: &mut AsyncPgConnection,
         instance_id: Uuid,
         operation_id: Uuid,
+        archive: Option<&StagedArchive>,
     ) -> Result<JobId, DbError> {
+        let payload = InstanceJob {
+            instance_id,
+            operation_id,
+            archive: archive.cloned(),
+        };
         jobs::enqueue(
             conn,
             NewJob {
                 kind: self.job_kind,
-                payload: json!({ "instance_id": instance_id, "operation_id": operation_id }),
+                payload: serde_json::to_value(payload).expect("a job payload always serialises"),
                 dedupe_key: Some(&format!("{}:{instance_id}", self.dedupe_prefix)),
                 max_attempts: JOB_ATTEMPTS,
             },
@@ -154,12 +180,12 @@ fn accepted(instance: Instance, operation: Operation) -> Answer {
 }
 
 /// An order that passed every check that needs no lock.
-struct Order {
-    domain: Domain,
-    web_domain: Domain,
-    plan: String,
-    version: MastodonVersion,
-    owner_email: String,
+pub(crate) struct Order {
+    pub(crate) domain: Domain,
+    pub(crate) web_domain: Domain,
+    pub(crate) plan: String,
+    pub(crate) version: MastodonVersion,
+    pub(crate) owner_email: String,
 }
 
 fn unprocessable(code: &'static str, title: &str, field: &str, detail: String) -> Problem {
@@ -196,7 +222,7 @@ fn parse_version(input: Option<&str>) -> Result<MastodonVersion, Problem> {
     Ok(version)
 }
 
-async fn check_order(
+pub(crate) async fn check_order(
     conn: &mut AsyncPgConnection,
     request: &CreateInstanceRequest,
 ) -> Result<Order, Problem> {
@@ -252,7 +278,8 @@ pub async fn place(
     let order = check_order(&mut conn, &request.value).await?;
     let created = conn
         .transaction(async |conn| {
-            let answer = create(conn, principal, &order).await?;
+            let (instance, operation) = create(conn, principal, &order, &Source::Fresh).await?;
+            let answer = accepted(instance, operation);
             if let Some(key) = &key {
                 let stored = StoredResponse {
                     request_sha256: request.sha256.clone(),
@@ -294,14 +321,31 @@ fn replay(stored: StoredResponse, request_sha256: &[u8]) -> Result<Answer, Probl
     })
 }
 
-async fn create(
+/// Where a new instance's data comes from.
+pub(crate) enum Source<'a> {
+    /// Nothing: the setup creates an empty server.
+    Fresh,
+    /// A verified archive, with the secrets it carries over.
+    Archive {
+        staged: &'a StagedArchive,
+        secrets: &'a BTreeMap<String, String>,
+        sealer: &'a Sealer,
+    },
+}
+
+pub(crate) async fn create(
     conn: &mut AsyncPgConnection,
     principal: &Principal,
     order: &Order,
-) -> Result<Answer, DbError> {
+    source: &Source<'_>,
+) -> Result<(Instance, Operation), DbError> {
     let instance_id = Uuid::now_v7();
     let operation_id = Uuid::now_v7();
     let version = order.version.to_string();
+    let (work, origin, archive) = match source {
+        Source::Fresh => (&PROVISION, InstanceOrigin::Ordered, None),
+        Source::Archive { staged, .. } => (&IMPORT, InstanceOrigin::Imported, Some(*staged)),
+    };
     let instance = instances::create_instance(
         conn,
         NewInstance {
@@ -312,12 +356,20 @@ async fn create(
             owner_email: &order.owner_email,
             plan_name: &order.plan,
             version: &version,
-            origin: InstanceOrigin::Ordered,
+            origin,
         },
     )
     .await?;
-    let job = PROVISION.enqueue(conn, instance_id, operation_id).await?;
-    let operation = PROVISION
+    if let Source::Archive {
+        secrets, sealer, ..
+    } = source
+    {
+        instances::keep_secrets(conn, sealer, instance_id, secrets).await?;
+    }
+    let job = work
+        .enqueue(conn, instance_id, operation_id, archive)
+        .await?;
+    let operation = work
         .start_operation(conn, principal, instance_id, operation_id, job)
         .await?;
     let facts = json!({
@@ -328,11 +380,10 @@ async fn create(
         "web_domain": order.web_domain,
         "plan": order.plan,
         "version": version,
+        "origin": origin.name(),
     });
-    PROVISION
-        .announce(conn, principal, instance_id, facts)
-        .await?;
-    Ok(accepted(instance, operation))
+    work.announce(conn, principal, instance_id, facts).await?;
+    Ok((instance, operation))
 }
 
 fn gone() -> Problem {
@@ -358,7 +409,7 @@ pub async fn delete(state: &ApiState, principal: &Principal, id: Uuid) -> Result
         let operation_id = Uuid::now_v7();
         // A concurrent first request holds the dedupe key until it commits,
         // so this waits for it and then finds its job and operation.
-        let job = DELETE.enqueue(conn, id, operation_id).await?;
+        let job = DELETE.enqueue(conn, id, operation_id, None).await?;
         if let Some(operation) = operations::find_operation_by_job(conn, job.0).await? {
             return Ok(accepted(instance, operation));
         }

@@ -140,3 +140,16 @@ async fn remove_dir(dir: &Path) -> Result<(), JobError> {
         _ => Ok(()),
     }
 }
+
+/// Runs file and archive work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, JobError> + Send + 'static,
+) -> Result<T, JobError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| JobError::Scratch(format!("archive task: {err}")))?
+}
+
+pub(crate) fn scratch_error(err: std::io::Error) -> JobError {
+    JobError::Scratch(err.to_string())
+}

@@ -6,17 +6,80 @@ use diesel_async::AsyncConnection;
 use herd_core::lifecycle::{InstanceState, LifecycleEvent};
 use herd_db::audit::{Actor, AuditEntry};
 use herd_db::instances::Instance;
-use herd_db::jobs::{JobId, JobState};
+use herd_db::jobs::{JobId, JobState, NewJob};
+use herd_db::operations::NewOperation;
 use herd_kube::crd::MastodonInstance;
 use kube::Api;
 use kube::api::DeleteParams;
 use serde_json::json;
+use uuid::Uuid;
 
 use crate::resource::resource_name;
 use crate::steps::StepRunner;
 use crate::{InstanceJob, JobError, Services, tenant_data};
 
 pub const KIND: &str = "delete_instance";
+/// The steps of a deletion, in the order they run.
+pub const STEPS: &[&str] = &["workloads", "tenant_data", "finish"];
+/// Enough to ride out a cluster or database restart under backoff.
+const ATTEMPTS: i32 = 10;
+
+/// Queues the deletion of an instance whose import failed for good, so that
+/// it leaves no database, bucket or namespace behind and its domain is free
+/// again; the failed provisioning's operation keeps the reason.
+pub async fn abandon_import(
+    conn: &mut diesel_async::AsyncPgConnection,
+    instance_id: Uuid,
+    reason: &str,
+) -> Result<(), JobError> {
+    let reason = reason.to_owned();
+    conn.transaction::<_, JobError, _>(async move |conn| {
+        let operation_id = Uuid::now_v7();
+        let job = herd_db::jobs::enqueue(
+            conn,
+            NewJob {
+                kind: KIND,
+                payload: json!({ "instance_id": instance_id, "operation_id": operation_id }),
+                dedupe_key: Some(&format!("delete:{instance_id}")),
+                max_attempts: ATTEMPTS,
+            },
+        )
+        .await?;
+        if herd_db::operations::find_operation_by_job(conn, job.0)
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
+        herd_db::instances::transition(conn, instance_id, &LifecycleEvent::DeletionRequested)
+            .await?;
+        herd_db::operations::create_operation(
+            conn,
+            NewOperation {
+                id: operation_id,
+                instance_id,
+                kind: "delete",
+                steps: STEPS,
+                started_by: None,
+                job_id: Some(job.0),
+            },
+        )
+        .await?;
+        herd_db::audit::record(
+            conn,
+            AuditEntry {
+                actor: Actor::System("importer"),
+                action: "instance.import.abandoned",
+                object_kind: "instance",
+                object_id: instance_id.to_string(),
+                details: json!({ "reason": reason, "operation_id": operation_id }),
+            },
+        )
+        .await?;
+        Ok(())
+    })
+    .await
+}
 
 pub async fn run(services: &Services, job: JobId, payload: &InstanceJob) -> Result<(), JobError> {
     let mut steps = StepRunner::resume(services, KIND, job, payload.operation_id).await?;

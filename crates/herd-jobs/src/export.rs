@@ -32,6 +32,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::io::SyncIoBridge;
 use uuid::Uuid;
 
+use crate::archives::{blocking, scratch_error};
 use crate::resource::desired_resource;
 use crate::steps::StepRunner;
 use crate::{JobError, Services, tenant_data};
@@ -328,19 +329,6 @@ async fn finish(
         Ok(())
     })
     .await
-}
-
-/// Runs file and archive work off the async threads.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, JobError> + Send + 'static,
-) -> Result<T, JobError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|err| JobError::Scratch(format!("archive task: {err}")))?
-}
-
-fn scratch_error(err: std::io::Error) -> JobError {
-    JobError::Scratch(err.to_string())
 }
 
 /// Size and SHA-256 of a file, as the download will be checked against.

@@ -13,12 +13,14 @@ pub mod faults;
 mod provision;
 mod relay;
 pub mod resource;
+mod restore;
 mod services;
 mod steps;
 mod tenant_data;
 mod worker;
 
 pub use backend::HerdBackend;
+pub use delete::STEPS as DELETE_STEPS;
 pub use error::JobError;
 pub use export::ExportJob;
 pub use relay::run as run_event_relay;
@@ -37,4 +39,14 @@ pub mod kinds {
 pub struct InstanceJob {
     pub instance_id: uuid::Uuid,
     pub operation_id: uuid::Uuid,
+    /// The verified archive an imported instance is restored from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<StagedArchive>,
+}
+
+/// An archive waiting in Herd's archive bucket of one object store.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StagedArchive {
+    pub object_store_id: uuid::Uuid,
+    pub object_key: String,
 }

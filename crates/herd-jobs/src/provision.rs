@@ -1,6 +1,7 @@
 //! Provisioning: from an order to a Running instance.
 //!
-//! place -> secrets -> tenant_database -> tenant_bucket -> apply -> ready.
+//! place -> secrets -> tenant_database -> tenant_bucket -> [restore] -> apply -> ready.
+//! An imported instance restores its archive before its workloads start.
 //! Secrets come before the data services because they hold the passwords the
 //! services are created with: a crash can never leave a role or key whose
 //! credentials Herd does not know.
@@ -21,7 +22,7 @@ use uuid::Uuid;
 use crate::resource::{desired_resource, resource_name};
 use crate::steps::StepRunner;
 use crate::worker::Slot;
-use crate::{InstanceJob, JobError, Services, tenant_data};
+use crate::{InstanceJob, JobError, Services, restore, tenant_data};
 
 pub const KIND: &str = "provision_instance";
 
@@ -74,12 +75,28 @@ pub async fn run(
             tenant_data::ensure_bucket(services, &instance, &secrets, plan.media_storage_gib)
         })
         .await?;
+    if let Some(archive) = &payload.archive {
+        still_wanted(services, id).await?;
+        steps
+            .step("restore", || {
+                restore::restore(services, &instance, archive, plan.database_connection_limit)
+            })
+            .await?;
+    }
     still_wanted(services, id).await?;
     steps.step("apply", || apply(services, &instance)).await?;
     slot.release();
     steps
         .step("ready", || wait_until_running(services, id))
         .await?;
+    if let Some(archive) = &payload.archive {
+        services
+            .archives
+            .bucket(archive.object_store_id)
+            .await?
+            .delete(&archive.object_key)
+            .await?;
+    }
 
     let mut conn = services.conn().await?;
     herd_db::operations::finish_operation(&mut conn, payload.operation_id, None).await?;

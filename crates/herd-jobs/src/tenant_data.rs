@@ -134,6 +134,32 @@ pub async fn ensure_bucket(
     Ok(())
 }
 
+/// Drops the tenant's database and role and makes them again, empty.
+pub async fn recreate_database(
+    services: &Services,
+    instance: &Instance,
+    connection_limit: u32,
+) -> Result<(), JobError> {
+    let (database_server, _) = placed(instance)?;
+    let (access, secrets) = {
+        let mut conn = services.conn().await?;
+        (
+            herd_db::fleet::database_server_access(&mut conn, &services.sealer, database_server)
+                .await?,
+            herd_db::instances::load_secrets(&mut conn, &services.sealer, instance.id)
+                .await?
+                .ok_or_else(|| {
+                    JobError::Payload(format!("instance {} has no stored secrets", instance.id))
+                })?,
+        )
+    };
+    let names = TenantNames::for_instance(&instance.id.to_string());
+    DatabaseServer::new(&access.admin_url)?
+        .drop_tenant(&names.database, &names.role)
+        .await?;
+    ensure_database(services, instance, &secrets, connection_limit).await
+}
+
 /// Removes the database, role, bucket (with every object) and key. What is
 /// already gone is skipped, so cleanup can run from the finalizer and again
 /// from the deletion job.

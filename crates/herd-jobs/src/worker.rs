@@ -222,18 +222,26 @@ async fn record_outcome(
         provision::KIND => {
             let instance =
                 herd_db::instances::load_instance(&mut conn, instance_job.instance_id).await?;
-            if instance.is_some_and(|i| {
-                matches!(
-                    i.state,
-                    InstanceState::Pending | InstanceState::Provisioning
-                )
-            }) {
+            let Some(instance) = instance else {
+                return Ok(());
+            };
+            if matches!(
+                instance.state,
+                InstanceState::Pending | InstanceState::Provisioning
+            ) {
                 herd_db::instances::transition(
                     &mut conn,
-                    instance_job.instance_id,
-                    &LifecycleEvent::Failed { reason: message },
+                    instance.id,
+                    &LifecycleEvent::Failed {
+                        reason: message.clone(),
+                    },
                 )
                 .await?;
+            }
+            if let Some(archive) = &instance_job.archive {
+                delete::abandon_import(&mut conn, instance.id, &message).await?;
+                drop(conn);
+                discard_staged(services, archive).await;
             }
         }
         export::KIND => {
@@ -248,4 +256,19 @@ async fn record_outcome(
         _ => {}
     }
     Ok(())
+}
+
+/// Best effort: an archive left behind only costs space until the bucket's
+/// owner cleans up, and must not keep the failure from being recorded.
+async fn discard_staged(services: &Services, archive: &crate::StagedArchive) {
+    let deleted = match services.archives.bucket(archive.object_store_id).await {
+        Ok(bucket) => bucket
+            .delete(&archive.object_key)
+            .await
+            .map_err(JobError::from),
+        Err(err) => Err(err),
+    };
+    if let Err(err) = deleted {
+        tracing::warn!(error = %err, key = %archive.object_key, "cannot remove a staged archive");
+    }
 }

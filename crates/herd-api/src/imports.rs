@@ -1,0 +1,442 @@
+//! `POST /api/v1/imports`: a new instance made from a server exported by
+//! Herd or backed up at another host.
+//!
+//! Everything is checked before anything is made: the order as for a new
+//! instance, then the upload in full (a Herd archive is verified; a plain
+//! backup is converted into one, which checks it the same way). Only an
+//! archive that passed is kept, in Herd's archive bucket, and the instance,
+//! its secrets, its operation and its job are recorded in one transaction;
+//! the provisioning restores the archive before the workloads start.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use actix_multipart::Multipart;
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use chrono::{SecondsFormat, Utc};
+use diesel_async::AsyncConnection;
+use futures::{StreamExt, TryStreamExt};
+use herd_core::archive::{Consistency, ConsistencyMethod, Description, EnvFile, Limits, Manifest};
+use herd_jobs::StagedArchive;
+use herd_portability::{ArchiveError, PlainBackup, ReadOptions, VerifiedArchive, WriteOptions};
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use uuid::Uuid;
+
+use crate::auth::Principal;
+use crate::dto::{CreateInstanceRequest, ImportAccepted, ImportedEnv};
+use crate::openapi::{
+    Conflict, Malformed, ServerError, TooLarge, Unauthenticated, Unavailable, Unprocessable,
+};
+use crate::orders::{self, Order, Source};
+use crate::{ApiState, Problem};
+
+/// The order's fields; anything longer than this is not a domain, plan,
+/// e-mail or version.
+const MAX_TEXT_BYTES: usize = 1024;
+const TEXT_FIELDS: [&str; 5] = ["domain", "web_domain", "plan", "owner_email", "version"];
+const FILE_FIELDS: [&str; 4] = ["archive", "database", "system", "env"];
+
+/// Makes an instance from an archive. The body is `multipart/form-data`
+/// with the order's fields (`domain`, `plan`, `owner_email`, and optionally
+/// `version` and `web_domain`) and either `archive`, a Herd archive (plain
+/// or zstd-compressed; decrypt an age-encrypted one first), or a plain
+/// backup as other hosts make it: `database` (`pg_dump -Fc`), `env`
+/// (`.env.production`) and optionally `system` (a tar of `public/system`).
+/// A refused upload creates nothing; follow the returned operation.
+#[utoipa::path(
+    post,
+    path = "/api/v1/imports",
+    operation_id = "create_import",
+    tag = "imports",
+    request_body(content_type = "multipart/form-data", description = "The order's fields and the archive or plain backup's files"),
+    responses(
+        (status = 202, description = "Checked and accepted; the instance is being restored", body = ImportAccepted),
+        Malformed,
+        Unauthenticated,
+        Conflict,
+        TooLarge,
+        Unprocessable,
+        ServerError,
+        Unavailable,
+    )
+)]
+pub async fn create(
+    state: web::Data<ApiState>,
+    principal: Principal,
+    payload: Multipart,
+) -> Result<HttpResponse, Problem> {
+    let scratch_name = format!("upload-{}", Uuid::now_v7());
+    let dir = state.archives.scratch(&scratch_name).await?;
+    let outcome = import(&state, &principal, payload, &dir).await;
+    // The archive that passed is in the bucket by now; the upload goes either way.
+    if let Err(err) = state.archives.discard_scratch(&scratch_name).await {
+        tracing::warn!(error = %err, "cannot remove an upload's scratch directory");
+    }
+    outcome
+}
+
+async fn import(
+    state: &ApiState,
+    principal: &Principal,
+    payload: Multipart,
+    dir: &Path,
+) -> Result<HttpResponse, Problem> {
+    let form = Form::read(payload, dir).await?;
+    let mut request = form.order()?;
+    let order = {
+        let mut conn = state.connection().await?;
+        orders::check_order(&mut conn, &request).await?
+    };
+    let checked = check_upload(&form, &order, dir).await?;
+    let description = &checked.verified.manifest.description;
+    if request.web_domain.is_none() {
+        // The archived server keeps the web domain it was reached at.
+        request.web_domain = Some(description.web_domain.to_string());
+    }
+    let archived_version = description.mastodon_version;
+    let order = {
+        let mut conn = state.connection().await?;
+        orders::check_order(&mut conn, &request).await?
+    };
+    if archived_version > order.version {
+        return Err(refused(
+            "version_downgrade",
+            format!(
+                "the archive is of Mastodon {archived_version}; it cannot be restored on the older {}",
+                order.version
+            ),
+        ));
+    }
+
+    let filtered = checked.verified.env.filter();
+    let secrets = secrets_with(&filtered.kept)?;
+    let staged = stage(state, &checked.path).await?;
+    let sealer = state.archives.sealer().clone();
+    let mut conn = state.connection().await?;
+    let created = conn
+        .transaction(async |conn| {
+            orders::create(
+                conn,
+                principal,
+                &order,
+                &Source::Archive {
+                    staged: &staged,
+                    secrets: &secrets,
+                    sealer: &sealer,
+                },
+            )
+            .await
+        })
+        .await;
+    let (instance, operation) = match created {
+        Ok(created) => created,
+        Err(err) => {
+            discard_staged(state, &staged).await;
+            return Err(err.into());
+        }
+    };
+    let accepted = ImportAccepted {
+        instance: instance.into(),
+        operation: operation.into(),
+        env: ImportedEnv {
+            kept: filtered.kept.entries().map(|(k, _)| k.to_owned()).collect(),
+            dropped: filtered
+                .dropped
+                .iter()
+                .map(|(key, policy)| (key.clone(), policy.to_string()))
+                .collect(),
+        },
+    };
+    Ok(HttpResponse::Accepted().json(accepted))
+}
+
+/// The upload's fields: the order's as text, the files on scratch disk.
+struct Form {
+    texts: BTreeMap<String, String>,
+    files: BTreeMap<&'static str, PathBuf>,
+}
+
+impl Form {
+    async fn read(mut payload: Multipart, dir: &Path) -> Result<Form, Problem> {
+        let mut form = Form {
+            texts: BTreeMap::new(),
+            files: BTreeMap::new(),
+        };
+        let limit = Limits::default().max_total_bytes;
+        let mut received = 0u64;
+        while let Some(mut field) = payload
+            .try_next()
+            .await
+            .map_err(|err| malformed(format!("the multipart body is malformed: {err}")))?
+        {
+            let name = field.name().unwrap_or_default().to_owned();
+            if form.texts.contains_key(&name) || form.files.keys().any(|f| *f == name) {
+                return Err(malformed(format!("the field `{name}` is given twice")));
+            }
+            if TEXT_FIELDS.contains(&name.as_str()) {
+                let mut bytes = Vec::new();
+                while let Some(chunk) = field.next().await {
+                    let chunk = chunk.map_err(|err| malformed(err.to_string()))?;
+                    bytes.extend_from_slice(&chunk);
+                    if bytes.len() > MAX_TEXT_BYTES {
+                        return Err(malformed(format!("the field `{name}` is too long")));
+                    }
+                }
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| malformed(format!("the field `{name}` is not UTF-8")))?;
+                form.texts.insert(name, text.trim().to_owned());
+            } else if let Some(file) = FILE_FIELDS.iter().find(|f| **f == name) {
+                let path = dir.join(file);
+                let mut out = tokio::fs::File::create(&path)
+                    .await
+                    .map_err(|err| Problem::internal(&err))?;
+                while let Some(chunk) = field.next().await {
+                    let chunk = chunk.map_err(|err| malformed(err.to_string()))?;
+                    received += chunk.len() as u64;
+                    if received > limit {
+                        return Err(Problem::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "payload_too_large",
+                            "Upload too large",
+                            format!("an import may upload at most {limit} bytes"),
+                        ));
+                    }
+                    out.write_all(&chunk)
+                        .await
+                        .map_err(|err| Problem::internal(&err))?;
+                }
+                out.flush().await.map_err(|err| Problem::internal(&err))?;
+                form.files.insert(file, path);
+            } else {
+                return Err(malformed(format!(
+                    "unknown field `{name}`; expected {} and {}",
+                    TEXT_FIELDS.join(", "),
+                    FILE_FIELDS.join(", ")
+                )));
+            }
+        }
+        Ok(form)
+    }
+
+    fn order(&self) -> Result<CreateInstanceRequest, Problem> {
+        let required = |name: &str| {
+            self.texts.get(name).cloned().ok_or_else(|| {
+                Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "missing_field",
+                    "Missing field",
+                    format!("the field `{name}` is required"),
+                )
+                .with_extensions(json!({ "field": name }))
+            })
+        };
+        Ok(CreateInstanceRequest {
+            domain: required("domain")?,
+            plan: required("plan")?,
+            owner_email: required("owner_email")?,
+            version: self.texts.get("version").cloned(),
+            web_domain: self.texts.get("web_domain").cloned(),
+        })
+    }
+}
+
+/// An archive that passed every check, on scratch disk.
+struct Checked {
+    path: PathBuf,
+    verified: VerifiedArchive,
+}
+
+async fn check_upload(form: &Form, order: &Order, dir: &Path) -> Result<Checked, Problem> {
+    let files = &form.files;
+    let checked = match (
+        files.get("archive"),
+        files.get("database"),
+        files.get("env"),
+    ) {
+        (Some(archive), None, None) if !files.contains_key("system") => {
+            let path = archive.clone();
+            blocking(move || {
+                let verified = herd_portability::verify_with(&path, ReadOptions::default())?;
+                Ok(Checked { path, verified })
+            })
+            .await?
+        }
+        (None, Some(database), Some(env)) => {
+            let env_text = tokio::fs::read(env)
+                .await
+                .map_err(|err| Problem::internal(&err))?;
+            let env = String::from_utf8(env_text)
+                .map_err(|_| invalid_backup("`env` is not UTF-8 text".to_owned()))
+                .and_then(|text| {
+                    EnvFile::parse(&text).map_err(|err| invalid_backup(err.to_string()))
+                })?;
+            let (database, system) = (database.clone(), files.get("system").cloned());
+            let description = plain_description(order);
+            let path = dir.join("archive.tar");
+            blocking(move || pack(&path, &database, system.as_deref(), env, description)).await?
+        }
+        _ => {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "missing_field",
+                "Nothing to import",
+                "upload either `archive`, or `database` and `env` (with `system` for media)",
+            ));
+        }
+    };
+    let archived = &checked.verified.manifest.description.local_domain;
+    if archived != &order.domain.clone() {
+        return Err(refused(
+            "domain_mismatch",
+            format!(
+                "the archive is of {archived}, not of the ordered {}",
+                order.domain.clone()
+            ),
+        ));
+    }
+    Ok(checked)
+}
+
+/// A plain backup says nothing of itself: it is described as what was ordered.
+fn plain_description(order: &Order) -> Description {
+    let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+    Description {
+        herd_version: env!("CARGO_PKG_VERSION").to_owned(),
+        local_domain: order.domain.clone(),
+        web_domain: order.web_domain.clone(),
+        mastodon_version: order.version,
+        schema_migration_version: 0,
+        created_at: now,
+        consistency: Consistency {
+            method: ConsistencyMethod::MaintenanceWindow,
+            detail: "a plain backup made by another host; its point in time is theirs".to_owned(),
+        },
+        left_out: Vec::new(),
+    }
+}
+
+fn pack(
+    path: &Path,
+    database: &Path,
+    system: Option<&Path>,
+    env: EnvFile,
+    description: Description,
+) -> Result<Checked, ArchiveError> {
+    let output = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let dump_size = std::fs::metadata(database)?.len();
+    let system_tar = system.map(std::fs::File::open).transpose()?;
+    let (_, output): (Manifest, _) = herd_portability::pack_plain_backup(
+        output,
+        &WriteOptions::default(),
+        Limits::default(),
+        PlainBackup {
+            dump: std::fs::File::open(database)?,
+            dump_size,
+            system_tar,
+            env,
+        },
+        description,
+    )?;
+    output.into_inner().map_err(|err| err.into_error())?;
+    let verified = herd_portability::verify_with(path, ReadOptions::default())?;
+    Ok(Checked {
+        path: path.to_owned(),
+        verified,
+    })
+}
+
+async fn blocking(
+    work: impl FnOnce() -> Result<Checked, ArchiveError> + Send + 'static,
+) -> Result<Checked, Problem> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| Problem::internal(&err))?
+        .map_err(|err| match err {
+            ArchiveError::Io(io) => Problem::internal(&io),
+            invalid => invalid_backup(invalid.to_string()),
+        })
+}
+
+/// The secrets a new instance would get, with those the archive carries
+/// instead: the old server's keys, so sessions, two-factor secrets, push
+/// subscriptions and encrypted columns keep working.
+fn secrets_with(kept: &EnvFile) -> Result<BTreeMap<String, String>, Problem> {
+    let mut failed = false;
+    let mut secrets = herd_core::secrets::generate(&mut |buffer: &mut [u8]| {
+        failed |= getrandom::fill(buffer).is_err();
+    });
+    if failed {
+        return Err(Problem::internal(&"the random number generator failed"));
+    }
+    secrets.extend(
+        kept.entries()
+            .map(|(key, value)| (key.to_owned(), value.to_owned())),
+    );
+    Ok(secrets)
+}
+
+/// Keeps the checked archive in the archive bucket of the object store with
+/// the most room, where the provisioning reads it from.
+async fn stage(state: &ApiState, path: &Path) -> Result<StagedArchive, Problem> {
+    let placement = {
+        let mut conn = state.connection().await?;
+        herd_db::fleet::least_loaded_placement(&mut conn).await?
+    };
+    let placement = placement.ok_or_else(|| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_capacity",
+            "No capacity",
+            "the fleet has no room for another instance; retry later",
+        )
+    })?;
+    let staged = StagedArchive {
+        object_store_id: placement.object_store_id,
+        object_key: format!("imports/{}/archive.tar", Uuid::now_v7()),
+    };
+    state
+        .archives
+        .bucket(staged.object_store_id)
+        .await?
+        .put_file(&staged.object_key, path)
+        .await
+        .map_err(|err| Problem::internal(&err))?;
+    Ok(staged)
+}
+
+async fn discard_staged(state: &ApiState, staged: &StagedArchive) {
+    let deleted = match state.archives.bucket(staged.object_store_id).await {
+        Ok(bucket) => bucket
+            .delete(&staged.object_key)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(err) => Err(err.to_string()),
+    };
+    if let Err(err) = deleted {
+        tracing::warn!(error = %err, key = %staged.object_key, "cannot remove a staged archive");
+    }
+}
+
+fn malformed(detail: String) -> Problem {
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+        "Malformed request",
+        detail,
+    )
+}
+
+fn invalid_backup(detail: String) -> Problem {
+    refused("invalid_archive", detail)
+}
+
+fn refused(code: &'static str, detail: String) -> Problem {
+    Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        code,
+        "Import refused",
+        detail,
+    )
+}
