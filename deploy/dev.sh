@@ -28,7 +28,9 @@ up() {
     log "restarting herd with the fresh build"
     stop_daemon "$STATE" herd
   fi
-  start_daemon "$STATE" herd "$herd" serve
+  # Everything of the dev stack is on loopback, exported archives included.
+  HERD_IMPORT_FROM_PRIVATE_ADDRESSES=true HERD_SCRATCH_DIR="$STATE/scratch" \
+    start_daemon "$STATE" herd "$herd" serve
   local url="http://$HERD_LISTEN_ADDR"
   local i
   for ((i = 0; i < 600; i++)); do

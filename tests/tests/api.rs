@@ -38,6 +38,7 @@ impl Harness {
                 std::env::temp_dir().join("herd-api-tests"),
             )),
             pool,
+            import_from_private_addresses: false,
         };
         Harness { db, state }
     }

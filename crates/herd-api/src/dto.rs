@@ -427,3 +427,23 @@ pub struct ImportAccepted {
     pub operation: OperationView,
     pub env: ImportedEnv,
 }
+
+/// An import of a Herd archive Herd fetches itself, e.g. through another
+/// host's signed download link.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportFromUrlRequest {
+    /// Must be the archive's `LOCAL_DOMAIN`.
+    #[schema(example = "example.social")]
+    pub domain: String,
+    #[schema(example = "small")]
+    pub plan: String,
+    #[schema(example = "owner@example.com")]
+    pub owner_email: String,
+    pub version: Option<String>,
+    /// The archive's `WEB_DOMAIN` when left out.
+    pub web_domain: Option<String>,
+    /// An http(s) URL of a public address; redirects are not followed.
+    #[schema(value_type = String, example = "https://files.example.net/example.social.tar.zst")]
+    pub url: url::Url,
+}

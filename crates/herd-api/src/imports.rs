@@ -9,11 +9,13 @@
 //! the provisioning restores the archive before the workloads start.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use actix_multipart::Multipart;
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, web};
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use chrono::{SecondsFormat, Utc};
 use diesel_async::AsyncConnection;
 use futures::{StreamExt, TryStreamExt};
@@ -22,10 +24,12 @@ use herd_jobs::StagedArchive;
 use herd_portability::{ArchiveError, PlainBackup, ReadOptions, VerifiedArchive, WriteOptions};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
+use url::Url;
 use uuid::Uuid;
 
 use crate::auth::Principal;
-use crate::dto::{CreateInstanceRequest, ImportAccepted, ImportedEnv};
+use crate::body::HashedJson;
+use crate::dto::{CreateInstanceRequest, ImportAccepted, ImportFromUrlRequest, ImportedEnv};
 use crate::openapi::{
     Conflict, Malformed, ServerError, TooLarge, Unauthenticated, Unavailable, Unprocessable,
 };
@@ -38,7 +42,8 @@ const MAX_TEXT_BYTES: usize = 1024;
 const TEXT_FIELDS: [&str; 5] = ["domain", "web_domain", "plan", "owner_email", "version"];
 const FILE_FIELDS: [&str; 4] = ["archive", "database", "system", "env"];
 
-/// Makes an instance from an archive. The body is `multipart/form-data`
+/// Makes an instance from an archive. The body is either JSON with the
+/// order's fields and the `url` of a Herd archive to fetch, or `multipart/form-data`
 /// with the order's fields (`domain`, `plan`, `owner_email`, and optionally
 /// `version` and `web_domain`) and either `archive`, a Herd archive (plain
 /// or zstd-compressed; decrypt an age-encrypted one first), or a plain
@@ -50,7 +55,13 @@ const FILE_FIELDS: [&str; 4] = ["archive", "database", "system", "env"];
     path = "/api/v1/imports",
     operation_id = "create_import",
     tag = "imports",
-    request_body(content_type = "multipart/form-data", description = "The order's fields and the archive or plain backup's files"),
+    request_body(
+        content(
+            (ImportFromUrlRequest = "application/json"),
+            (String = "multipart/form-data"),
+        ),
+        description = "The order and a URL to fetch a Herd archive from; or, as form data, the order's fields and the archive or plain backup's files"
+    ),
     responses(
         (status = 202, description = "Checked and accepted; the instance is being restored", body = ImportAccepted),
         Malformed,
@@ -65,11 +76,28 @@ const FILE_FIELDS: [&str; 4] = ["archive", "database", "system", "env"];
 pub async fn create(
     state: web::Data<ApiState>,
     principal: Principal,
-    payload: Multipart,
+    request: HttpRequest,
+    payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
     let scratch_name = format!("upload-{}", Uuid::now_v7());
     let dir = state.archives.scratch(&scratch_name).await?;
-    let outcome = import(&state, &principal, payload, &dir).await;
+    let json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    let received = if json {
+        let body =
+            HashedJson::<ImportFromUrlRequest>::from_request(&request, &mut payload.into_inner())
+                .await?;
+        Form::fetch(&state, body.value, &dir).await
+    } else {
+        Form::read(Multipart::new(request.headers(), payload), &dir).await
+    };
+    let outcome = match received {
+        Ok(form) => import(&state, &principal, form, &dir).await,
+        Err(problem) => Err(problem),
+    };
     // The archive that passed is in the bucket by now; the upload goes either way.
     if let Err(err) = state.archives.discard_scratch(&scratch_name).await {
         tracing::warn!(error = %err, "cannot remove an upload's scratch directory");
@@ -80,10 +108,9 @@ pub async fn create(
 async fn import(
     state: &ApiState,
     principal: &Principal,
-    payload: Multipart,
+    form: Form,
     dir: &Path,
 ) -> Result<HttpResponse, Problem> {
-    let form = Form::read(payload, dir).await?;
     let mut request = form.order()?;
     let order = {
         let mut conn = state.connection().await?;
@@ -196,12 +223,7 @@ impl Form {
                     let chunk = chunk.map_err(|err| malformed(err.to_string()))?;
                     received += chunk.len() as u64;
                     if received > limit {
-                        return Err(Problem::new(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "payload_too_large",
-                            "Upload too large",
-                            format!("an import may upload at most {limit} bytes"),
-                        ));
+                        return Err(too_large(limit));
                     }
                     out.write_all(&chunk)
                         .await
@@ -218,6 +240,68 @@ impl Form {
             }
         }
         Ok(form)
+    }
+
+    /// Fetches a Herd archive from `request.url` into the scratch directory.
+    /// Only public addresses are fetched unless the installation allows
+    /// private ones: Herd runs inside the operator's network, and a URL
+    /// must not make it read what only that network can reach.
+    async fn fetch(
+        state: &ApiState,
+        request: ImportFromUrlRequest,
+        dir: &Path,
+    ) -> Result<Form, Problem> {
+        let client = fetch_client(&request.url, state.import_from_private_addresses).await?;
+        let invalid = |detail: String| {
+            Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_url",
+                "Archive not fetched",
+                detail,
+            )
+            .with_extensions(json!({ "field": "url" }))
+        };
+        let response = client
+            .get(request.url.clone())
+            .send()
+            .await
+            .map_err(|err| invalid(format!("fetching {}: {err}", request.url)))?;
+        if !response.status().is_success() {
+            return Err(invalid(format!(
+                "{} answered {}",
+                request.url,
+                response.status()
+            )));
+        }
+        let path = dir.join("archive");
+        let mut out = tokio::fs::File::create(&path)
+            .await
+            .map_err(|err| Problem::internal(&err))?;
+        let limit = Limits::default().max_total_bytes;
+        let mut received = 0u64;
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|err| invalid(format!("fetching {}: {err}", request.url)))?;
+            received += chunk.len() as u64;
+            if received > limit {
+                return Err(too_large(limit));
+            }
+            out.write_all(&chunk)
+                .await
+                .map_err(|err| Problem::internal(&err))?;
+        }
+        out.flush().await.map_err(|err| Problem::internal(&err))?;
+        let mut texts = BTreeMap::from([
+            ("domain".to_owned(), request.domain),
+            ("plan".to_owned(), request.plan),
+            ("owner_email".to_owned(), request.owner_email),
+        ]);
+        texts.extend(request.version.map(|v| ("version".to_owned(), v)));
+        texts.extend(request.web_domain.map(|v| ("web_domain".to_owned(), v)));
+        Ok(Form {
+            texts,
+            files: BTreeMap::from([("archive", path)]),
+        })
     }
 
     fn order(&self) -> Result<CreateInstanceRequest, Problem> {
@@ -419,6 +503,87 @@ async fn discard_staged(state: &ApiState, staged: &StagedArchive) {
     }
 }
 
+fn too_large(limit: u64) -> Problem {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "Archive too large",
+        format!("an import may bring at most {limit} bytes"),
+    )
+}
+
+/// A client that reaches only the addresses `url`'s host resolved to now,
+/// once checked, and follows no redirect: neither a later answer of the
+/// name server nor a redirect can lead it elsewhere.
+async fn fetch_client(url: &Url, private_allowed: bool) -> Result<reqwest::Client, Problem> {
+    let invalid = |detail: String| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_url",
+            "Archive not fetched",
+            detail,
+        )
+        .with_extensions(json!({ "field": "url" }))
+    };
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(format!("{url} is not an http(s) URL")));
+    }
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return Err(invalid(format!("{url} names no host")));
+    };
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|err| invalid(format!("{host} does not resolve: {err}")))?
+        .collect();
+    if addresses.is_empty() {
+        return Err(invalid(format!("{host} does not resolve")));
+    }
+    if !private_allowed && let Some(private) = addresses.iter().find(|a| !is_public(a.ip())) {
+        return Err(invalid(format!(
+            "{host} resolves to {}, which is not a public address",
+            private.ip()
+        )));
+    }
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve_to_addrs(host, &addresses)
+        .build()
+        .map_err(|err| Problem::internal(&err))
+}
+
+/// Whether an address belongs to the public internet: not loopback,
+/// private, link-local (the cloud metadata services), shared, documentation,
+/// multicast or unspecified.
+fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(mapped) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(mapped));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && v6.segments()[1] == 0x0db8)
+        }
+    }
+}
+
 fn malformed(detail: String) -> Problem {
     Problem::new(
         StatusCode::BAD_REQUEST,
@@ -439,4 +604,51 @@ fn refused(code: &'static str, detail: String) -> Problem {
         "Import refused",
         detail,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_public_addresses_are_public() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "2001:db8::1",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[tokio::test]
+    async fn urls_to_private_addresses_are_refused_unless_allowed() {
+        let refused = fetch_client(&"http://127.0.0.1:9/archive".parse().unwrap(), false)
+            .await
+            .expect_err("loopback is refused");
+        assert_eq!(refused.code, "invalid_url");
+        assert!(
+            fetch_client(&"http://127.0.0.1:9/archive".parse().unwrap(), true)
+                .await
+                .is_ok()
+        );
+        let scheme = fetch_client(&"file:///etc/passwd".parse().unwrap(), true)
+            .await
+            .expect_err("only http(s)");
+        assert_eq!(scheme.code, "invalid_url");
+    }
 }

@@ -11,6 +11,9 @@ pub struct ApiState {
     pub pool: herd_db::Pool,
     /// Where finished exports are kept.
     pub archives: std::sync::Arc<herd_jobs::archives::Archives>,
+    /// Whether imports may fetch archives from loopback and private
+    /// addresses: for development stacks, where everything is local.
+    pub import_from_private_addresses: bool,
 }
 
 impl ApiState {

@@ -57,6 +57,7 @@ struct RawSettings {
     cluster_issuer: Option<String>,
     data_service_cidrs: Option<String>,
     scratch_dir: Option<String>,
+    import_from_private_addresses: Option<String>,
 }
 
 /// One setting's two spellings.
@@ -124,6 +125,10 @@ const INGRESS_NAMESPACE: Setting = Setting {
 const CLUSTER_ISSUER: Setting = Setting {
     env: "HERD_CLUSTER_ISSUER",
     key: "cluster_issuer",
+};
+const IMPORT_FROM_PRIVATE_ADDRESSES: Setting = Setting {
+    env: "HERD_IMPORT_FROM_PRIVATE_ADDRESSES",
+    key: "import_from_private_addresses",
 };
 const SCRATCH_DIR: Setting = Setting {
     env: "HERD_SCRATCH_DIR",
@@ -202,6 +207,9 @@ pub struct Settings {
     /// Where archives are assembled and checked before they are stored; it
     /// needs room for the largest export or import in progress, twice.
     pub scratch_dir: PathBuf,
+    /// Whether imports may fetch archives from loopback and private
+    /// addresses; off, as Herd runs inside the operator's network.
+    pub import_from_private_addresses: bool,
 }
 
 impl Settings {
@@ -236,6 +244,10 @@ impl Settings {
         overlay(&mut raw.cluster_issuer, &CLUSTER_ISSUER);
         overlay(&mut raw.data_service_cidrs, &DATA_SERVICE_CIDRS);
         overlay(&mut raw.scratch_dir, &SCRATCH_DIR);
+        overlay(
+            &mut raw.import_from_private_addresses,
+            &IMPORT_FROM_PRIVATE_ADDRESSES,
+        );
         validate(raw)
     }
 
@@ -354,13 +366,12 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
         },
         None => std::time::Duration::from_secs(30),
     };
-    let reconcile = match raw.reconcile.as_deref() {
-        None | Some("true") => true,
-        Some("false") => false,
-        Some(other) => {
-            return Err(RECONCILE.invalid(format!("`{other}` is neither `true` nor `false`")));
-        }
-    };
+    let reconcile = parse_bool(raw.reconcile.as_deref(), true, &RECONCILE)?;
+    let import_from_private_addresses = parse_bool(
+        raw.import_from_private_addresses.as_deref(),
+        false,
+        &IMPORT_FROM_PRIVATE_ADDRESSES,
+    )?;
     let defaults = ClusterProfile::default();
     let data_service_cidrs = match raw.data_service_cidrs {
         Some(list) => list
@@ -387,6 +398,7 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
     );
     Ok(Settings {
         scratch_dir,
+        import_from_private_addresses,
         listen_addr,
         database_url,
         database_max_connections,
@@ -400,6 +412,15 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
         reconcile,
         cluster_profile,
     })
+}
+
+fn parse_bool(value: Option<&str>, default: bool, setting: &Setting) -> Result<bool, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(other) => Err(setting.invalid(format!("`{other}` is neither `true` nor `false`"))),
+    }
 }
 
 /// `address/prefix`, with the prefix within the address family's length.

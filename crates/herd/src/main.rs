@@ -222,6 +222,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let api = herd_api::ApiState {
         pool: database.clone(),
         archives,
+        import_from_private_addresses: settings.import_from_private_addresses,
     };
     let probes = herd_api::Probes {
         database,

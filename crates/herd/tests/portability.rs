@@ -215,7 +215,48 @@ async fn an_export_holds_the_whole_instance_and_only_its_owner_sees_it() {
         .await
         .unwrap();
 
-    let plain = export(&owner, &instance, json!({})).await;
+    // Pushed to a bucket of the customer's own as well.
+    let garage = herd_tenancy::GarageAdmin::new(
+        &stack_setting("HERD_GARAGE_ADMIN_URL"),
+        stack_setting("HERD_GARAGE_ADMIN_TOKEN"),
+    )
+    .unwrap();
+    let backups = unique("backups-");
+    let bucket = garage.create_bucket(&backups).await.unwrap();
+    let key = garage.create_key(&backups).await.unwrap();
+    garage
+        .allow_key_on_bucket(
+            &bucket,
+            &key.access_key_id,
+            herd_tenancy::BucketPermissions::READ_WRITE,
+        )
+        .await
+        .unwrap();
+    let plain = export(
+        &owner,
+        &instance,
+        json!({"push": {
+            "endpoint": stack_setting("HERD_S3_ENDPOINT"),
+            "region": stack_setting("HERD_S3_REGION"),
+            "bucket": backups,
+            "key": "mastodon/latest.tar.zst",
+            "access_key_id": key.access_key_id,
+            "secret_access_key": key.secret_access_key,
+        }}),
+    )
+    .await;
+    assert_eq!(plain["pushed"], true);
+    let pushed = ObjectStore::new(
+        &stack_setting("HERD_S3_ENDPOINT"),
+        &stack_setting("HERD_S3_REGION"),
+        &backups,
+        &key,
+    )
+    .unwrap()
+    .get("mastodon/latest.tar.zst")
+    .await
+    .unwrap();
+    assert_eq!(sha256_hex(&pushed), plain["sha256"].as_str().unwrap());
     assert_eq!(plain["compressed"], true);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(plain["file_name"].as_str().unwrap());
@@ -555,6 +596,31 @@ async fn an_exported_instance_imports_with_the_same_tables_media_and_secrets() {
     )
     .await;
     assert_ne!(imported["instance"]["id"], source.instance.as_str());
+
+    // The same archive fetched by Herd from a link, as from another host.
+    delete_instance(&api, imported["instance"]["id"].as_str().unwrap()).await;
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/api/v1/imports",
+            Some(json!({
+                "domain": domain,
+                "plan": "small",
+                "owner_email": "owner@example.org",
+                "url": export["download_url"],
+            })),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    api.assert_succeeds(body["operation"]["id"].as_str().unwrap(), EXPORT_DEADLINE)
+        .await;
+    let fetched = tenant(&installation, body["instance"]["id"].as_str().unwrap()).await;
+    assert_eq!(
+        herd_fixture::database_fingerprint(&fetched.credentials.database_url())
+            .await
+            .unwrap(),
+        source.database
+    );
     installation.drop_database().await;
 }
 

@@ -79,6 +79,8 @@ impl Installation {
             .env("HERD_LISTEN_ADDR", format!("127.0.0.1:{}", self.port))
             .env("HERD_JOB_LEASE_SECONDS", self.job_lease_seconds.to_string())
             .env("KUBECONFIG", stack_setting("KUBECONFIG"))
+            // Archives are fetched from the stack's own object store, on loopback.
+            .env("HERD_IMPORT_FROM_PRIVATE_ADDRESSES", "true")
             // Warnings and injected crashes only: the tests' own output stays readable.
             .env("HERD_LOG", "warn")
             .env_remove("HERD_KUBECONFIG")
