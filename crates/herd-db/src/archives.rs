@@ -381,3 +381,21 @@ pub async fn complete_export(
         .await?;
     Ok(())
 }
+
+/// Complete exports whose time is up, oldest first.
+pub async fn expired_exports(
+    conn: &mut AsyncPgConnection,
+    limit: i64,
+) -> Result<Vec<Export>, DbError> {
+    exports::table
+        .filter(exports::state.eq(ExportState::Complete.as_str()))
+        .filter(exports::expires_at.lt(diesel::dsl::now))
+        .order(exports::expires_at)
+        .limit(limit)
+        .select(ExportRow::as_select())
+        .load(conn)
+        .await?
+        .into_iter()
+        .map(Export::try_from)
+        .collect()
+}

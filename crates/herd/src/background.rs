@@ -1,6 +1,6 @@
 //! The work `herd serve` does besides answering HTTP: job workers, the event
-//! relay, and a reconciler for every cluster of the fleet. They start once the schema is
-//! current and stop when the server does.
+//! relay, the expiry of old exports, and a reconciler for every cluster of the
+//! fleet. They start once the schema is current and stop when the server does.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -54,6 +54,10 @@ pub fn start(
                 ));
             }
             tokio::spawn(herd_jobs::run_event_relay(
+                services.clone(),
+                shutdown.clone(),
+            ));
+            tokio::spawn(herd_jobs::run_export_expiry(
                 services.clone(),
                 shutdown.clone(),
             ));

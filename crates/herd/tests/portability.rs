@@ -414,6 +414,44 @@ async fn an_export_killed_mid_way_completes_after_a_restart_and_verifies() {
         let verified = herd_portability::verify(&path, None).expect("verifies");
         assert_eq!(archived_media(&verified).objects.len(), 20);
     }
+
+    // Once its time is up, an export's archive is deleted.
+    let owner = installation.api(&owner_email, "customer");
+    let (client, connection) =
+        tokio_postgres::connect(&installation.database_url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let expiring: String = client
+        .query_one(
+            "UPDATE exports SET expires_at = now() - interval '1 minute' \
+             WHERE id = (SELECT id FROM exports ORDER BY created_at LIMIT 1) RETURNING id::text",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let _server = installation.serve(None);
+    owner.wait_until_serving().await;
+    let started = std::time::Instant::now();
+    loop {
+        let (_, export) = owner
+            .call(Method::GET, &format!("/api/v1/exports/{expiring}"), None)
+            .await;
+        if export["state"] == "expired" {
+            break;
+        }
+        assert!(started.elapsed() < EXPORT_DEADLINE, "{export}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (status, problem) = owner
+        .call(
+            Method::GET,
+            &format!("/api/v1/exports/{expiring}/download"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "{problem}");
     installation.drop_database().await;
 }
 
