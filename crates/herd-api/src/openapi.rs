@@ -42,7 +42,7 @@ problem_response!(Gone, 410, "`gone`: the instance has been deleted");
 problem_response!(
     TooLarge,
     413,
-    "`payload_too_large`: the body exceeds 64 KiB"
+    "`payload_too_large`: a JSON body exceeds 64 KiB, or an import more than 1 TiB"
 );
 problem_response!(
     Unprocessable,
@@ -54,7 +54,11 @@ problem_response!(
     500,
     "`internal_error`: the request failed on the server; details are logged, not returned"
 );
-problem_response!(Unavailable, 503, "`database_unavailable`: retry later");
+problem_response!(
+    Unavailable,
+    503,
+    "`database_unavailable`, `storage_unavailable`, `no_capacity`: retry later"
+);
 
 /// `unauthenticated`: no token, or one that is invalid, expired or revoked.
 #[derive(IntoResponses)]

@@ -605,6 +605,11 @@ mod cluster_settings {
             .to_string();
         assert!(err.contains("HERD_RECONCILE"), "{err}");
 
+        let err = load(&[("HERD_IMPORT_FROM_PRIVATE_ADDRESSES", "yes")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HERD_IMPORT_FROM_PRIVATE_ADDRESSES"), "{err}");
+
         let err = load(&[("HERD_DATA_SERVICE_CIDRS", "10.0.0.0/8, 10.1.2.3/33")])
             .unwrap_err()
             .to_string();
@@ -626,5 +631,7 @@ mod cluster_settings {
         assert_eq!(settings.workers, 4);
         assert!(settings.reconcile);
         assert_eq!(settings.installation, "herd");
+        assert!(!settings.import_from_private_addresses);
+        assert!(settings.scratch_dir.ends_with("herd-herd"));
     }
 }
