@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The local stack Herd develops and tests against: PostgreSQL, Garage (S3),
-# stripe-mock and a Kubernetes control plane with fake nodes, all on 127.0.0.1.
+# The local stack Herd develops and tests against: two PostgreSQL servers,
+# Garage (S3), stripe-mock and a Kubernetes control plane with fake nodes, all
+# on 127.0.0.1.
 #
 #   deploy/stack.sh install                                 build/install every component (cached)
 #   deploy/stack.sh up     [--state-dir DIR] [--free-ports] install, start everything, write DIR/env
@@ -24,6 +25,7 @@ COMPONENTS=(postgres garage stripe-mock kube)
 # deploy/components/kube.sh.
 PORT_VARS=(
   HERD_PORT_POSTGRES=15432
+  HERD_PORT_POSTGRES2=15433
   HERD_PORT_GARAGE_S3=13900
   HERD_PORT_GARAGE_RPC=13901
   HERD_PORT_GARAGE_WEB=13902
@@ -39,7 +41,7 @@ PORT_VARS=(
 )
 
 usage() {
-  sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -109,11 +111,13 @@ cmd_install() {
 
 # ------------------------------------------------------------------ ports ---
 
-# load_ports FREE: export every HERD_PORT_* variable. DIR/ports.env, once
+# load_ports FREE [SAVE]: export every HERD_PORT_* variable. DIR/ports.env, once
 # written, wins; otherwise a variable already set in the environment is kept,
 # and the rest get their default or, with FREE=1, a port free right now.
+# SAVE=1 (up) writes them all to DIR/ports.env, so that a port the stack gained
+# after the file was first written stays the same from then on too.
 load_ports() {
-  local free="$1" file="$STATE/ports.env" entry var def port
+  local free="$1" save="${2:-0}" file="$STATE/ports.env" entry var def port
   if [[ -f "$file" ]]; then
     # shellcheck disable=SC1090
     source "$file"
@@ -121,6 +125,12 @@ load_ports() {
   fi
   local -A taken=()
   local out=""
+  # Ports already chosen are taken even when their servers are down, and so
+  # not free for a port added to the stack since.
+  for entry in "${PORT_VARS[@]}"; do
+    var="${entry%%=*}"
+    if [[ -n "${!var:-}" ]]; then taken[${!var}]=1; fi
+  done
   for entry in "${PORT_VARS[@]}"; do
     var="${entry%%=*}"
     def="${entry#*=}"
@@ -138,7 +148,7 @@ load_ports() {
     export "$var=$port"
     out+="export $var=$port"$'\n'
   done
-  if [[ ! -f "$file" ]]; then
+  if [[ "$save" == 1 ]]; then
     printf '%s' "$out" >"$file.tmp"
     mv -f "$file.tmp" "$file"
   fi
@@ -150,7 +160,7 @@ cmd_up() {
   local free="$1" c marker
   cmd_install
   local comps=("${PRESENT[@]}")
-  load_ports "$free"
+  load_ports "$free" 1
   mkdir -p "$STATE/logs"
   marker="$STATE/.starting"
   for c in "${comps[@]}"; do

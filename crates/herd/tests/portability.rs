@@ -32,8 +32,8 @@ use support::{Api, Installation, stack_setting, unique};
 const PROVISIONING_DEADLINE: Duration = Duration::from_secs(60);
 const EXPORT_DEADLINE: Duration = Duration::from_secs(120);
 
-/// The tenant's database and bucket, reached with the tenant's own
-/// credentials as Herd stored them.
+/// The tenant's database, on the server the instance was placed on, and its
+/// bucket, reached with the tenant's own credentials as Herd stored them.
 struct Tenant {
     credentials: TenantCredentials,
     media: ObjectStore,
@@ -49,7 +49,11 @@ async fn tenant(installation: &Installation, instance_id: &str) -> Tenant {
             .expect("secrets")
             .expect("stored secrets");
     let names = TenantNames::for_instance(instance_id);
-    let server = DatabaseServer::new(&stack_setting("HERD_PG_ADMIN_URL")).unwrap();
+    let placed = installation
+        .database_server_of(instance_id)
+        .await
+        .expect("the instance is placed");
+    let server = DatabaseServer::new(&placed.admin_url).unwrap();
     let credentials = server.tenant_credentials(
         &names.database,
         &names.role,
@@ -535,6 +539,24 @@ async fn delete_instance(api: &Api, instance: &str) {
         .await;
 }
 
+/// Takes a database server out of placement, as an operator does before
+/// retiring it; its instances stay where they are.
+async fn drain_database_server(installation: &Installation, id: uuid::Uuid) {
+    let (client, connection) =
+        tokio_postgres::connect(&installation.database_url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let drained = client
+        .execute(
+            "UPDATE database_servers SET state = 'draining' WHERE id::text = $1",
+            &[&id.to_string()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(drained, 1);
+}
+
 async fn post_import(api: &Api, domain: &str, files: Upload) -> (u16, Value) {
     let mut form = reqwest::multipart::Form::new()
         .text("domain", domain.to_owned())
@@ -621,8 +643,15 @@ async fn an_exported_instance_imports_with_the_same_tables_media_and_secrets() {
     let path = dir.path().join("export.tar.zst");
     download(&api, &export, &path).await;
 
-    // The domain is free again once the old server is gone, as when moving hosts.
+    // The domain is free again once the old server is gone, as when moving
+    // hosts. The new one is on another database server: the source's takes
+    // no new databases.
     delete_instance(&api, &source.instance).await;
+    let source_server = installation
+        .database_server_of(&source.instance)
+        .await
+        .expect("the source was placed");
+    drain_database_server(&installation, source_server.id).await;
     let archive = std::fs::read(&path).unwrap();
     let imported = assert_imported(
         &installation,
@@ -633,10 +662,25 @@ async fn an_exported_instance_imports_with_the_same_tables_media_and_secrets() {
         Some("cache/"),
     )
     .await;
-    assert_ne!(imported["instance"]["id"], source.instance.as_str());
+    let imported_id = imported["instance"]["id"].as_str().unwrap();
+    assert_ne!(imported_id, source.instance);
+    let imported_server = installation
+        .database_server_of(imported_id)
+        .await
+        .expect("the import was placed");
+    assert_ne!(
+        imported_server.id, source_server.id,
+        "imported on the source's database server"
+    );
+    assert_ne!(
+        TenantNames::for_instance(imported_id).bucket,
+        TenantNames::for_instance(&source.instance).bucket
+    );
+    // What the import holds came from the archive alone.
+    nothing_left_of(&installation, &source.instance).await;
 
     // The same archive fetched by Herd from a link, as from another host.
-    delete_instance(&api, imported["instance"]["id"].as_str().unwrap()).await;
+    delete_instance(&api, imported_id).await;
     let (status, body) = api
         .call(
             Method::POST,
@@ -897,9 +941,13 @@ async fn instances_with_domain(installation: &Installation, domain: &str) -> Vec
 }
 
 /// Neither database, role nor bucket of the instance exists, nor its namespace.
-async fn nothing_left_of(instance: &str) {
+async fn nothing_left_of(installation: &Installation, instance: &str) {
     let names = TenantNames::for_instance(instance);
-    let server = DatabaseServer::new(&stack_setting("HERD_PG_ADMIN_URL")).unwrap();
+    let placed = installation
+        .database_server_of(instance)
+        .await
+        .expect("the instance was placed");
+    let server = DatabaseServer::new(&placed.admin_url).unwrap();
     let state = server
         .inspect_tenant(&names.database, &names.role)
         .await
@@ -1069,7 +1117,7 @@ async fn hostile_uploads_are_refused_and_leave_nothing_behind() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    nothing_left_of(instance).await;
+    nothing_left_of(&installation, instance).await;
     installation.drop_database().await;
 }
 

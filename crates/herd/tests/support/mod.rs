@@ -107,8 +107,9 @@ impl Installation {
         String::from_utf8(stdout).unwrap().trim().to_owned()
     }
 
-    /// Migrates, seeds the plans and registers the stack's cluster, database
-    /// server and object store, as an operator sets up a new installation.
+    /// Migrates, seeds the plans and registers the stack's cluster, both its
+    /// database servers and its object store, as an operator sets up a new
+    /// installation. Instances are spread over the two servers.
     pub fn set_up_fleet(&self) {
         self.run(&["migrate"], &[]);
         self.run(&["seed"], &[]);
@@ -124,25 +125,30 @@ impl Installation {
             ],
             &[],
         );
-        let admin_url = stack_setting("HERD_PG_ADMIN_URL");
-        let port = url::Url::parse(&admin_url)
-            .unwrap()
-            .port()
-            .unwrap()
-            .to_string();
-        self.run(
-            &[
-                "fleet",
-                "add-database-server",
-                "--name",
-                "local",
-                "--tenant-host",
-                "127.0.0.1",
-                "--tenant-port",
-                &port,
-            ],
-            &[("HERD_FLEET_ADMIN_URL", &admin_url)],
-        );
+        for (name, setting) in [
+            ("local", "HERD_PG_ADMIN_URL"),
+            ("local-2", "HERD_PG2_ADMIN_URL"),
+        ] {
+            let admin_url = stack_setting(setting);
+            let port = url::Url::parse(&admin_url)
+                .unwrap()
+                .port()
+                .unwrap()
+                .to_string();
+            self.run(
+                &[
+                    "fleet",
+                    "add-database-server",
+                    "--name",
+                    name,
+                    "--tenant-host",
+                    "127.0.0.1",
+                    "--tenant-port",
+                    &port,
+                ],
+                &[("HERD_FLEET_ADMIN_URL", &admin_url)],
+            );
+        }
         let token = stack_setting("HERD_GARAGE_ADMIN_TOKEN");
         self.run(
             &[
@@ -159,6 +165,26 @@ impl Installation {
             ],
             &[("HERD_FLEET_ADMIN_TOKEN", &token)],
         );
+    }
+
+    /// The database server an instance was placed on, `None` before
+    /// placement. Its tenant database is there and nowhere else.
+    pub async fn database_server_of(&self, instance_id: &str) -> Option<PlacedDatabaseServer> {
+        let pool = herd_db::connect(&self.database_url, 1);
+        let mut conn = pool.get().await.expect("connection");
+        let instance = herd_db::instances::load_instance(&mut conn, instance_id.parse().unwrap())
+            .await
+            .expect("instance")
+            .expect("the instance exists");
+        let id = instance.database_server_id?;
+        let sealer = herd_db::Sealer::new(&self.secret_key, &[]).expect("sealer");
+        let access = herd_db::fleet::database_server_access(&mut conn, &sealer, id)
+            .await
+            .expect("database server");
+        Some(PlacedDatabaseServer {
+            id,
+            admin_url: access.admin_url,
+        })
     }
 
     pub fn token(&self, email: &str, role: &str) -> String {
@@ -201,6 +227,13 @@ impl Installation {
             .await
             .unwrap();
     }
+}
+
+/// A database server of the fleet, with the superuser URL the installation
+/// administers it with.
+pub struct PlacedDatabaseServer {
+    pub id: uuid::Uuid,
+    pub admin_url: String,
 }
 
 pub struct Server {
