@@ -39,6 +39,7 @@ impl Harness {
             )),
             pool,
             import_from_private_addresses: false,
+            billing: None,
         };
         Harness { db, state }
     }
@@ -585,7 +586,7 @@ async fn deletion_is_accepted_once_and_repeats_are_harmless() {
     assert_eq!(first.body["operation"]["kind"], "delete");
     assert_eq!(
         step_names(&first.body["operation"]),
-        ["workloads", "tenant_data", "finish"]
+        ["subscription", "workloads", "tenant_data", "finish"]
     );
 
     let again = call(&app, delete(&path, &token)).await;

@@ -300,6 +300,9 @@ impl From<Operation> for OperationView {
 pub struct Accepted {
     pub instance: InstanceView,
     pub operation: OperationView,
+    /// With billing on, for a new order: where the customer pays.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkout: Option<CheckoutView>,
 }
 
 /// A bucket of the customer's own, anywhere S3 is spoken, that the finished
@@ -446,4 +449,61 @@ pub struct ImportFromUrlRequest {
     /// An http(s) URL of a public address; redirects are not followed.
     #[schema(value_type = String, example = "https://files.example.net/example.social.tar.zst")]
     pub url: url::Url,
+}
+
+/// Stripe Checkout for an order: send the customer to `url`. Provisioning
+/// starts once Stripe reports the payment, never on the way back.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckoutView {
+    pub id: String,
+    pub url: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PortalView {
+    pub url: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvoiceView {
+    pub id: String,
+    pub number: Option<String>,
+    pub status: Option<String>,
+    /// In the currency's smallest unit.
+    pub amount_due: i64,
+    pub amount_paid: i64,
+    pub currency: String,
+    pub created_at: Option<DateTime<Utc>>,
+    pub hosted_invoice_url: Option<String>,
+    pub invoice_pdf: Option<String>,
+}
+
+impl From<herd_billing::InvoiceSummary> for InvoiceView {
+    fn from(invoice: herd_billing::InvoiceSummary) -> Self {
+        InvoiceView {
+            id: invoice.id,
+            number: invoice.number,
+            status: invoice.status,
+            amount_due: invoice.amount_due,
+            amount_paid: invoice.amount_paid,
+            currency: invoice.currency,
+            created_at: DateTime::from_timestamp(invoice.created, 0),
+            hosted_invoice_url: invoice.hosted_invoice_url,
+            invoice_pdf: invoice.invoice_pdf,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvoiceList {
+    pub invoices: Vec<InvoiceView>,
+}
+
+/// A change of an instance: its plan. With billing, the subscription moves
+/// to the plan's price with proration first.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateInstanceRequest {
+    #[schema(example = "medium")]
+    pub plan: String,
 }

@@ -12,10 +12,9 @@ use actix_web::http::header::{self, ContentDisposition, DispositionParam, Dispos
 use actix_web::{HttpResponse, web};
 use diesel_async::AsyncConnection;
 use herd_core::lifecycle::InstanceState;
-use herd_db::archives::{self, Export, ExportState, NewExport, PushTarget};
+use herd_db::archives::{self, Export, ExportState, PushTarget};
 use herd_db::audit::{self, Actor, AuditEntry};
-use herd_db::jobs::{self, NewJob};
-use herd_db::operations::{self, NewOperation};
+use herd_jobs::export::StartExport;
 use serde_json::json;
 use tokio_util::io::ReaderStream;
 use uuid::Uuid;
@@ -29,9 +28,6 @@ use crate::openapi::{
 };
 use crate::{ApiState, Problem};
 
-/// An export is worth a few retries: a dump or an upload that failed on a
-/// restart of the database or the store succeeds on the next attempt.
-const JOB_ATTEMPTS: i32 = 5;
 /// How long a signed download link stays valid.
 const LINK_VALIDITY: Duration = Duration::from_secs(15 * 60);
 
@@ -91,53 +87,20 @@ pub async fn create(
                     ),
                 ));
             }
-            let export_id = Uuid::now_v7();
-            let operation_id = Uuid::now_v7();
-            let job = jobs::enqueue(
-                conn,
-                NewJob {
-                    kind: herd_jobs::kinds::EXPORT_INSTANCE,
-                    payload: json!({
-                        "instance_id": instance_id,
-                        "operation_id": operation_id,
-                        "export_id": export_id,
-                    }),
-                    dedupe_key: Some(&format!("export:{export_id}")),
-                    max_attempts: JOB_ATTEMPTS,
-                },
-            )
-            .await?;
-            let steps: &[&str] = if push.is_some() {
-                &["archive", "push", "finish"]
-            } else {
-                &["archive", "finish"]
-            };
-            let operation = operations::create_operation(
-                conn,
-                NewOperation {
-                    id: operation_id,
-                    instance_id,
-                    kind: "export",
-                    steps,
-                    started_by: Some(principal.0.account_id),
-                    job_id: Some(job.0),
-                },
-            )
-            .await?;
-            let export = archives::create_export(
+            let (export, operation) = herd_jobs::export::start(
                 conn,
                 &sealer,
-                NewExport {
-                    id: export_id,
+                StartExport {
                     instance_id,
-                    operation_id,
-                    requested_by: principal.0.account_id,
+                    requested_by: Some(principal.0.account_id),
                     compressed: request.compress,
                     recipient: request.recipient.as_deref(),
                     push: push.as_ref(),
+                    final_export: false,
                 },
             )
             .await?;
+            let (export_id, operation_id) = (export.id, operation.id);
             let facts = json!({
                 "export_id": export_id,
                 "instance_id": instance_id,
@@ -338,6 +301,11 @@ fn downloadable(export: &Export) -> Option<&archives::StoredArchive> {
 
 impl From<herd_jobs::JobError> for Problem {
     fn from(err: herd_jobs::JobError) -> Self {
+        match err {
+            herd_jobs::JobError::Db(err) => return err.into(),
+            herd_jobs::JobError::Query(err) => return err.into(),
+            _ => {}
+        }
         tracing::error!(error = %err, "archive storage unavailable");
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -5,15 +5,18 @@ use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::body::{HashedJson, IdempotencyKey};
-use crate::dto::{Accepted, CreateInstanceRequest, InstanceList, InstanceView};
+use crate::dto::{
+    Accepted, CreateInstanceRequest, InstanceList, InstanceView, UpdateInstanceRequest,
+};
 use crate::openapi::{
     Conflict, Gone, Malformed, NotFound, ServerError, TooLarge, Unauthenticated, Unavailable,
     Unprocessable,
 };
-use crate::{ApiState, Problem, found, orders};
+use crate::{ApiState, Problem, billing, found, orders};
 
 /// Orders a Mastodon server owned by the caller. Provisioning runs in the
-/// background: follow the returned operation.
+/// background: follow the returned operation. With billing on, the answer
+/// carries a `checkout`: provisioning starts once it is paid.
 #[utoipa::path(
     post,
     path = "/api/v1/instances",
@@ -41,7 +44,8 @@ pub async fn create(
     key: IdempotencyKey,
     request: HashedJson<CreateInstanceRequest>,
 ) -> Result<HttpResponse, Problem> {
-    Ok(orders::place(&state, &principal, request, key.0)
+    let answer = orders::place(&state, &principal, request, key.0).await?;
+    Ok(billing::with_checkout(&state, &principal, answer)
         .await?
         .into())
 }
@@ -118,4 +122,39 @@ pub async fn delete(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, Problem> {
     Ok(orders::delete(&state, &principal, *id).await?.into())
+}
+
+/// Moves an instance to another plan: replicas, resources, quotas, the
+/// database's connection limit and the bucket's quota follow. With billing,
+/// the subscription changes first, prorated; without, operators only.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/instances/{id}",
+    operation_id = "update_instance",
+    tag = "instances",
+    params(("id" = Uuid, Path, description = "The instance's id")),
+    request_body = UpdateInstanceRequest,
+    responses(
+        (status = 202, description = "The resize has been queued", body = Accepted),
+        Malformed,
+        Unauthenticated,
+        NotFound,
+        Conflict,
+        TooLarge,
+        Unprocessable,
+        ServerError,
+        Unavailable,
+    )
+)]
+pub async fn update(
+    state: web::Data<ApiState>,
+    principal: Principal,
+    id: web::Path<Uuid>,
+    request: HashedJson<UpdateInstanceRequest>,
+) -> Result<HttpResponse, Problem> {
+    Ok(
+        orders::change_plan(&state, &principal, *id, &request.value.plan)
+            .await?
+            .into(),
+    )
 }

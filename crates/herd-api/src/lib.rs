@@ -5,6 +5,7 @@
 //! lives in service modules (`orders`).
 
 mod auth;
+mod billing;
 mod body;
 mod dto;
 mod email;
@@ -59,6 +60,7 @@ fn endpoints() -> Vec<Endpoint> {
             "/api/v1/instances/{id}",
             vec![
                 (Method::GET, web::to(instances::show)),
+                (Method::PATCH, web::to(instances::update)),
                 (Method::DELETE, web::to(instances::delete)),
             ],
         ),
@@ -68,6 +70,22 @@ fn endpoints() -> Vec<Endpoint> {
                 (Method::GET, web::to(exports::list)),
                 (Method::POST, web::to(exports::create)),
             ],
+        ),
+        endpoint(
+            "/api/v1/instances/{id}/checkout",
+            vec![(Method::POST, web::to(billing::create_checkout))],
+        ),
+        endpoint(
+            "/api/v1/billing/portal",
+            vec![(Method::POST, web::to(billing::portal))],
+        ),
+        endpoint(
+            "/api/v1/billing/invoices",
+            vec![(Method::GET, web::to(billing::invoices))],
+        ),
+        endpoint(
+            "/webhooks/stripe",
+            vec![(Method::POST, web::to(billing::webhook))],
         ),
         endpoint(
             "/api/v1/imports",

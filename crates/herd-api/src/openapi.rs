@@ -6,7 +6,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi};
 
-use crate::{Problem, exports, imports, instances, operations, plans};
+use crate::{Problem, billing, exports, imports, instances, operations, plans};
 
 /// Declares a documented problem response: one status, its meaning, a problem body.
 /// These types only describe responses for the document and are never built.
@@ -36,7 +36,7 @@ problem_response!(
 problem_response!(
     Conflict,
     409,
-    "`domain_unavailable`: the domain is reserved or already hosted; `invalid_state`, `concurrent_change`, `export_not_ready`"
+    "`domain_unavailable`: the domain is reserved or already hosted; `invalid_state`, `concurrent_change`, `export_not_ready`, `billing_disabled`"
 );
 problem_response!(Gone, 410, "`gone`: the instance has been deleted");
 problem_response!(
@@ -47,7 +47,7 @@ problem_response!(
 problem_response!(
     Unprocessable,
     422,
-    "`invalid_domain`, `invalid_email`, `invalid_version`, `unknown_plan`, `invalid_recipient`, `invalid_push_target`, `missing_field` (with `field` naming the member), `idempotency_key_reused`; imports: `invalid_archive`, `domain_mismatch`, `version_downgrade`"
+    "`invalid_domain`, `invalid_email`, `invalid_version`, `unknown_plan`, `invalid_recipient`, `invalid_push_target`, `missing_field` (with `field` naming the member), `idempotency_key_reused`; imports: `invalid_archive`, `domain_mismatch`, `version_downgrade`, `invalid_url`; billing: `plan_not_for_sale`, `same_plan`"
 );
 problem_response!(
     ServerError,
@@ -98,7 +98,12 @@ impl Modify for BearerAuth {
         instances::create,
         instances::list,
         instances::show,
+        instances::update,
         instances::delete,
+        billing::create_checkout,
+        billing::portal,
+        billing::invoices,
+        billing::webhook,
         exports::create,
         exports::list,
         exports::show,
@@ -114,6 +119,7 @@ impl Modify for BearerAuth {
         (name = "plans", description = "What can be ordered"),
         (name = "instances", description = "Hosted Mastodon servers"),
         (name = "exports", description = "Everything an instance is, as one archive to take anywhere"),
+        (name = "billing", description = "Paying through Stripe: checkout, portal, invoices, and Stripe's webhook"),
         (name = "imports", description = "A server from another host or a Herd export, restored as a new instance"),
         (name = "operations", description = "Long-running work to follow"),
         (name = "meta", description = "The API itself"),

@@ -123,7 +123,7 @@ impl Work {
         principal: &Principal,
         instance_id: Uuid,
         operation_id: Uuid,
-        job: JobId,
+        job: Option<JobId>,
     ) -> Result<Operation, DbError> {
         operations::create_operation(
             conn,
@@ -133,7 +133,7 @@ impl Work {
                 kind: self.operation_kind,
                 steps: self.steps,
                 started_by: Some(principal.0.account_id),
-                job_id: Some(job.0),
+                job_id: job.map(|job| job.0),
             },
         )
         .await
@@ -172,6 +172,7 @@ fn accepted(instance: Instance, operation: Operation) -> Answer {
     let body = Accepted {
         instance: instance.into(),
         operation: operation.into(),
+        checkout: None,
     };
     Answer {
         status: StatusCode::ACCEPTED,
@@ -276,9 +277,21 @@ pub async fn place(
         return replay(stored, &request.sha256);
     }
     let order = check_order(&mut conn, &request.value).await?;
+    let source = if state.billing.is_some() {
+        let priced = plans::find_offered_plan(&mut conn, &order.plan)
+            .await?
+            .and_then(|plan| plan.stripe_price_id)
+            .is_some();
+        if !priced {
+            return Err(crate::billing::plan_not_for_sale(&order.plan));
+        }
+        Source::Unpaid
+    } else {
+        Source::Fresh
+    };
     let created = conn
         .transaction(async |conn| {
-            let (instance, operation) = create(conn, principal, &order, &Source::Fresh).await?;
+            let (instance, operation) = create(conn, principal, &order, &source).await?;
             let answer = accepted(instance, operation);
             if let Some(key) = &key {
                 let stored = StoredResponse {
@@ -325,6 +338,9 @@ fn replay(stored: StoredResponse, request_sha256: &[u8]) -> Result<Answer, Probl
 pub(crate) enum Source<'a> {
     /// Nothing: the setup creates an empty server.
     Fresh,
+    /// Nothing, once paid for: provisioning waits for Stripe to report the
+    /// checkout completed.
+    Unpaid,
     /// A verified archive, with the secrets it carries over.
     Archive {
         staged: &'a StagedArchive,
@@ -343,7 +359,7 @@ pub(crate) async fn create(
     let operation_id = Uuid::now_v7();
     let version = order.version.to_string();
     let (work, origin, archive) = match source {
-        Source::Fresh => (&PROVISION, InstanceOrigin::Ordered, None),
+        Source::Fresh | Source::Unpaid => (&PROVISION, InstanceOrigin::Ordered, None),
         Source::Archive { staged, .. } => (&IMPORT, InstanceOrigin::Imported, Some(*staged)),
     };
     let instance = instances::create_instance(
@@ -366,9 +382,16 @@ pub(crate) async fn create(
     {
         instances::keep_secrets(conn, sealer, instance_id, secrets).await?;
     }
-    let job = work
-        .enqueue(conn, instance_id, operation_id, archive)
-        .await?;
+    let job = match source {
+        Source::Unpaid => {
+            herd_db::billing::create_subscription(conn, instance_id).await?;
+            None
+        }
+        _ => Some(
+            work.enqueue(conn, instance_id, operation_id, archive)
+                .await?,
+        ),
+    };
     let operation = work
         .start_operation(conn, principal, instance_id, operation_id, job)
         .await?;
@@ -416,7 +439,7 @@ pub async fn delete(state: &ApiState, principal: &Principal, id: Uuid) -> Result
         let previous = instance.state.name();
         let instance = instances::transition(conn, id, &LifecycleEvent::DeletionRequested).await?;
         let operation = DELETE
-            .start_operation(conn, principal, id, operation_id, job)
+            .start_operation(conn, principal, id, operation_id, Some(job))
             .await?;
         let facts = json!({
             "instance_id": id,
@@ -434,4 +457,121 @@ impl From<Answer> for actix_web::HttpResponse {
     fn from(answer: Answer) -> Self {
         actix_web::HttpResponse::build(answer.status).json(answer.body)
     }
+}
+
+/// Moves an instance to another plan. With billing, the customer's
+/// subscription moves to the plan's price first, prorated, and the instance
+/// is resized once Stripe accepted; without billing, only operators may.
+pub async fn change_plan(
+    state: &ApiState,
+    principal: &Principal,
+    id: Uuid,
+    plan: &str,
+) -> Result<Answer, Problem> {
+    let (instance, price, subscription) = {
+        let mut conn = state.connection().await?;
+        let instance = instances::find_instance(&mut conn, &principal.0, id)
+            .await?
+            .ok_or_else(Problem::not_found)?;
+        let offered = plans::find_offered_plan(&mut conn, plan)
+            .await?
+            .ok_or_else(|| {
+                unprocessable(
+                    "unknown_plan",
+                    "Unknown plan",
+                    "plan",
+                    format!("no plan named `{plan}` is offered"),
+                )
+            })?;
+        let subscription = herd_db::billing::find_subscription(&mut conn, id).await?;
+        (instance, offered.stripe_price_id, subscription)
+    };
+    if instance.state != InstanceState::Running {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "invalid_state",
+            "Instance not resizable",
+            format!(
+                "an instance that is {} cannot change its plan now",
+                instance.state.name()
+            ),
+        ));
+    }
+    if instance.plan_name == plan {
+        return Err(unprocessable(
+            "same_plan",
+            "Same plan",
+            "plan",
+            format!("the instance is on `{plan}` already"),
+        ));
+    }
+    match &state.billing {
+        Some(billing) => {
+            let price = price.ok_or_else(|| crate::billing::plan_not_for_sale(plan))?;
+            let subscription_id = subscription
+                .and_then(|s| s.stripe_subscription_id)
+                .ok_or_else(|| {
+                    Problem::new(
+                        StatusCode::CONFLICT,
+                        "invalid_state",
+                        "No subscription",
+                        "the instance has no subscription to change",
+                    )
+                })?;
+            let current = billing
+                .stripe
+                .subscription(&subscription_id)
+                .await
+                .map_err(|err| crate::billing::stripe_failed(&err))?;
+            let item = current.item_id.ok_or_else(|| {
+                Problem::internal(&format!("subscription {subscription_id} has no item"))
+            })?;
+            billing
+                .stripe
+                .change_subscription_price(
+                    &subscription_id,
+                    &item,
+                    &price,
+                    &format!(
+                        "plan:{id}:{plan}:{}",
+                        instance.updated_at.timestamp_micros()
+                    ),
+                )
+                .await
+                .map_err(|err| crate::billing::stripe_failed(&err))?;
+        }
+        None if principal.0.role != herd_db::accounts::Role::Operator => {
+            return Err(crate::billing::settings(state).expect_err("billing is off"));
+        }
+        None => {}
+    }
+    let previous = instance.plan_name;
+    let mut conn = state.connection().await?;
+    conn.transaction(async |conn| {
+        instances::set_plan(conn, id, plan).await?;
+        let instance = instances::transition(conn, id, &LifecycleEvent::UpdateStarted).await?;
+        let operation =
+            herd_jobs::billing::start_update(conn, id, "resize", Some(principal.0.account_id))
+                .await?;
+        let facts = json!({
+            "instance_id": id,
+            "operation_id": operation.id,
+            "from": previous,
+            "plan": plan,
+        });
+        outbox::publish(conn, "instance.plan_changed", facts.clone()).await?;
+        audit::record(
+            conn,
+            AuditEntry {
+                actor: Actor::Account(principal.0),
+                action: "instance.plan_change",
+                object_kind: "instance",
+                object_id: id.to_string(),
+                details: facts,
+            },
+        )
+        .await?;
+        Ok::<_, Problem>(accepted(instance, operation))
+    })
+    .await
 }

@@ -14,6 +14,8 @@ pub struct ApiState {
     /// Whether imports may fetch archives from loopback and private
     /// addresses: for development stacks, where everything is local.
     pub import_from_private_addresses: bool,
+    /// Stripe, when billing is on.
+    pub billing: Option<std::sync::Arc<herd_jobs::billing::BillingSettings>>,
 }
 
 impl ApiState {

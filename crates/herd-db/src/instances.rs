@@ -329,3 +329,16 @@ pub async fn load_secrets(
             message: err.to_string(),
         })
 }
+
+/// Moves the instance to another plan; the next apply resizes it.
+pub async fn set_plan(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    plan_name: &str,
+) -> Result<(), DbError> {
+    diesel::update(instances::table.find(id))
+        .set(instances::plan_name.eq(plan_name))
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -10,6 +10,7 @@ pub mod accounts;
 pub mod archives;
 pub mod audit;
 mod backoff;
+pub mod billing;
 mod error;
 pub mod fleet;
 pub mod idempotency;

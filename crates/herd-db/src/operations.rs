@@ -263,3 +263,33 @@ pub async fn finish_operation(
     };
     Ok(())
 }
+
+/// The instance's operation of `kind` still waiting for a job to carry it
+/// out: one started before its payment arrived.
+pub async fn waiting_operation(
+    conn: &mut AsyncPgConnection,
+    instance_id: Uuid,
+    kind: &str,
+) -> Result<Option<Uuid>, DbError> {
+    Ok(operations::table
+        .filter(operations::instance_id.eq(instance_id))
+        .filter(operations::kind.eq(kind))
+        .filter(operations::job_id.is_null())
+        .filter(operations::finished_at.is_null())
+        .select(operations::id)
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+pub async fn set_job(
+    conn: &mut AsyncPgConnection,
+    operation_id: Uuid,
+    job_id: Uuid,
+) -> Result<(), DbError> {
+    diesel::update(operations::table.find(operation_id))
+        .set(operations::job_id.eq(job_id))
+        .execute(conn)
+        .await?;
+    Ok(())
+}

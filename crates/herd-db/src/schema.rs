@@ -163,7 +163,7 @@ diesel::table! {
         id -> Uuid,
         instance_id -> Uuid,
         operation_id -> Uuid,
-        requested_by -> Uuid,
+        requested_by -> Nullable<Uuid>,
         state -> Text,
         compressed -> Bool,
         recipient -> Nullable<Text>,
@@ -228,7 +228,43 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    billing_customers (account_id) {
+        account_id -> Uuid,
+        stripe_customer_id -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    subscriptions (instance_id) {
+        instance_id -> Uuid,
+        checkout_session_id -> Nullable<Text>,
+        stripe_subscription_id -> Nullable<Text>,
+        stripe_item_id -> Nullable<Text>,
+        status -> Text,
+        status_at -> Nullable<Timestamptz>,
+        suspended_at -> Nullable<Timestamptz>,
+        final_export_id -> Nullable<Uuid>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    stripe_events (id) {
+        id -> Text,
+        #[sql_name = "type"]
+        type_ -> Text,
+        created_at -> Timestamptz,
+        payload -> Jsonb,
+        received_at -> Timestamptz,
+        applied_at -> Nullable<Timestamptz>,
+    }
+}
+
 diesel::joinable!(api_tokens -> accounts (account_id));
+diesel::joinable!(subscriptions -> instances (instance_id));
 diesel::joinable!(instances -> accounts (owner_id));
 diesel::joinable!(instances -> plans (plan_name));
 diesel::joinable!(instance_secrets -> instances (instance_id));
@@ -247,4 +283,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     jobs,
     exports,
     archive_buckets,
+    subscriptions,
+    billing_customers,
+    stripe_events,
 );

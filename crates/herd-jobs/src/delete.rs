@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use diesel_async::AsyncConnection;
+use herd_core::billing::SubscriptionStatus;
 use herd_core::lifecycle::{InstanceState, LifecycleEvent};
 use herd_db::audit::{Actor, AuditEntry};
 use herd_db::instances::Instance;
@@ -20,65 +21,63 @@ use crate::{InstanceJob, JobError, Services, tenant_data};
 
 pub const KIND: &str = "delete_instance";
 /// The steps of a deletion, in the order they run.
-pub const STEPS: &[&str] = &["workloads", "tenant_data", "finish"];
+pub const STEPS: &[&str] = &["subscription", "workloads", "tenant_data", "finish"];
 /// Enough to ride out a cluster or database restart under backoff.
 const ATTEMPTS: i32 = 10;
 
-/// Queues the deletion of an instance whose import failed for good, so that
-/// it leaves no database, bucket or namespace behind and its domain is free
-/// again; the failed provisioning's operation keeps the reason.
-pub async fn abandon_import(
+/// Queues the deletion of an instance on behalf of Herd itself (a failed
+/// import, a retention period that ran out, a checkout never paid), with
+/// its operation, its audit entry naming why, and the state change, in the
+/// caller's transaction. Asking again while it runs changes nothing.
+pub async fn request(
     conn: &mut diesel_async::AsyncPgConnection,
     instance_id: Uuid,
-    reason: &str,
+    actor: &'static str,
+    action: &'static str,
+    details: serde_json::Value,
 ) -> Result<(), JobError> {
-    let reason = reason.to_owned();
-    conn.transaction::<_, JobError, _>(async move |conn| {
-        let operation_id = Uuid::now_v7();
-        let job = herd_db::jobs::enqueue(
-            conn,
-            NewJob {
-                kind: KIND,
-                payload: json!({ "instance_id": instance_id, "operation_id": operation_id }),
-                dedupe_key: Some(&format!("delete:{instance_id}")),
-                max_attempts: ATTEMPTS,
-            },
-        )
-        .await?;
-        if herd_db::operations::find_operation_by_job(conn, job.0)
-            .await?
-            .is_some()
-        {
-            return Ok(());
-        }
-        herd_db::instances::transition(conn, instance_id, &LifecycleEvent::DeletionRequested)
-            .await?;
-        herd_db::operations::create_operation(
-            conn,
-            NewOperation {
-                id: operation_id,
-                instance_id,
-                kind: "delete",
-                steps: STEPS,
-                started_by: None,
-                job_id: Some(job.0),
-            },
-        )
-        .await?;
-        herd_db::audit::record(
-            conn,
-            AuditEntry {
-                actor: Actor::System("importer"),
-                action: "instance.import.abandoned",
-                object_kind: "instance",
-                object_id: instance_id.to_string(),
-                details: json!({ "reason": reason, "operation_id": operation_id }),
-            },
-        )
-        .await?;
-        Ok(())
-    })
-    .await
+    let operation_id = Uuid::now_v7();
+    let job = herd_db::jobs::enqueue(
+        conn,
+        NewJob {
+            kind: KIND,
+            payload: json!({ "instance_id": instance_id, "operation_id": operation_id }),
+            dedupe_key: Some(&format!("delete:{instance_id}")),
+            max_attempts: ATTEMPTS,
+        },
+    )
+    .await?;
+    if herd_db::operations::find_operation_by_job(conn, job.0)
+        .await?
+        .is_some()
+    {
+        return Ok(());
+    }
+    herd_db::instances::transition(conn, instance_id, &LifecycleEvent::DeletionRequested).await?;
+    herd_db::operations::create_operation(
+        conn,
+        NewOperation {
+            id: operation_id,
+            instance_id,
+            kind: "delete",
+            steps: STEPS,
+            started_by: None,
+            job_id: Some(job.0),
+        },
+    )
+    .await?;
+    herd_db::audit::record(
+        conn,
+        AuditEntry {
+            actor: Actor::System(actor),
+            action,
+            object_kind: "instance",
+            object_id: instance_id.to_string(),
+            details,
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 pub async fn run(services: &Services, job: JobId, payload: &InstanceJob) -> Result<(), JobError> {
@@ -92,6 +91,9 @@ pub async fn run(services: &Services, job: JobId, payload: &InstanceJob) -> Resu
     };
 
     steps
+        .step("subscription", || end_subscription(services, id))
+        .await?;
+    steps
         .step("workloads", || remove_workloads(services, &instance))
         .await?;
     steps
@@ -103,6 +105,30 @@ pub async fn run(services: &Services, job: JobId, payload: &InstanceJob) -> Resu
 
     let mut conn = services.conn().await?;
     herd_db::operations::finish_operation(&mut conn, payload.operation_id, None).await?;
+    Ok(())
+}
+
+/// Ends the Stripe subscription paying for the instance: nobody pays for
+/// a server that is gone. One ended before (canceled, or never paid) is left.
+async fn end_subscription(services: &Services, id: Uuid) -> Result<(), JobError> {
+    let subscription = {
+        let mut conn = services.conn().await?;
+        herd_db::billing::find_subscription(&mut conn, id).await?
+    };
+    let (Some(billing), Some(subscription)) = (&services.billing, subscription) else {
+        return Ok(());
+    };
+    let Some(stripe_id) = subscription.stripe_subscription_id else {
+        return Ok(());
+    };
+    let current = billing.stripe.subscription(&stripe_id).await?;
+    if matches!(
+        current.status,
+        SubscriptionStatus::Canceled | SubscriptionStatus::IncompleteExpired
+    ) {
+        return Ok(());
+    }
+    billing.stripe.cancel_subscription(&stripe_id).await?;
     Ok(())
 }
 

@@ -37,6 +37,8 @@ pub enum JobError {
     Scratch(String),
     #[error(transparent)]
     Archive(#[from] herd_portability::ArchiveError),
+    #[error(transparent)]
+    Billing(#[from] herd_billing::BillingError),
     /// The work cannot succeed however often it is tried (a refused import):
     /// the job ends without retries and its operation fails with this reason.
     #[error("{0}")]

@@ -19,10 +19,12 @@ use herd_core::archive::{
     SYSTEM_DIR,
 };
 use herd_core::domain::Domain;
-use herd_db::archives::{Export, ExportState, StoredArchive};
+use herd_db::archives::{Export, ExportState, NewExport, PushTarget, StoredArchive};
 use herd_db::audit::{Actor, AuditEntry};
 use herd_db::instances::Instance;
 use herd_db::jobs::JobId;
+use herd_db::jobs::NewJob;
+use herd_db::operations::{NewOperation, Operation};
 use herd_kube::children::InstanceSecrets;
 use herd_portability::{ArchiveWriter, WriteOptions};
 use herd_tenancy::{ObjectStore, PgTools};
@@ -41,6 +43,12 @@ pub const KIND: &str = "export_instance";
 
 /// How long a finished export stays downloadable.
 const RETENTION_DAYS: i64 = 7;
+/// How long the last export of an instance deleted for want of payment stays:
+/// long enough for a customer who missed the notices to take their server along.
+const FINAL_RETENTION_DAYS: i64 = 90;
+/// A dump or an upload that failed on a restart of the database or the store
+/// succeeds on a later attempt.
+const ATTEMPTS: i32 = 5;
 /// The remote media cache: copies of other servers' media Mastodon refetches.
 const REMOTE_CACHE_PREFIX: &str = "cache/";
 /// zstd's own default: most of an archive is media and a compressed dump,
@@ -52,6 +60,79 @@ pub struct ExportJob {
     pub instance_id: Uuid,
     pub operation_id: Uuid,
     pub export_id: Uuid,
+    /// The last export of an instance whose retention ran out: it is kept
+    /// longer, and the instance is deleted once it is complete.
+    #[serde(default)]
+    pub final_export: bool,
+}
+
+/// An export to start, as a customer or Herd asks for it.
+pub struct StartExport<'a> {
+    pub instance_id: Uuid,
+    /// Who asked; `None` for Herd itself.
+    pub requested_by: Option<Uuid>,
+    pub compressed: bool,
+    pub recipient: Option<&'a str>,
+    pub push: Option<&'a PushTarget>,
+    pub final_export: bool,
+}
+
+/// Records an export, its operation and its job in the caller's transaction.
+pub async fn start(
+    conn: &mut diesel_async::AsyncPgConnection,
+    sealer: &herd_db::Sealer,
+    request: StartExport<'_>,
+) -> Result<(Export, Operation), JobError> {
+    let export_id = Uuid::now_v7();
+    let operation_id = Uuid::now_v7();
+    let job = ExportJob {
+        instance_id: request.instance_id,
+        operation_id,
+        export_id,
+        final_export: request.final_export,
+    };
+    let job = herd_db::jobs::enqueue(
+        conn,
+        NewJob {
+            kind: KIND,
+            payload: serde_json::to_value(&job).expect("a job payload always serialises"),
+            dedupe_key: Some(&format!("export:{export_id}")),
+            max_attempts: ATTEMPTS,
+        },
+    )
+    .await?;
+    let steps: &[&str] = if request.push.is_some() {
+        &["archive", "push", "finish"]
+    } else {
+        &["archive", "finish"]
+    };
+    let operation = herd_db::operations::create_operation(
+        conn,
+        NewOperation {
+            id: operation_id,
+            instance_id: request.instance_id,
+            kind: "export",
+            steps,
+            started_by: request.requested_by,
+            job_id: Some(job.0),
+        },
+    )
+    .await?;
+    let export = herd_db::archives::create_export(
+        conn,
+        sealer,
+        NewExport {
+            id: export_id,
+            instance_id: request.instance_id,
+            operation_id,
+            requested_by: request.requested_by,
+            compressed: request.compressed,
+            recipient: request.recipient,
+            push: request.push,
+        },
+    )
+    .await?;
+    Ok((export, operation))
 }
 
 pub async fn run(services: &Services, job: JobId, payload: &ExportJob) -> Result<(), JobError> {
@@ -76,7 +157,9 @@ pub async fn run(services: &Services, job: JobId, payload: &ExportJob) -> Result
             .await?;
     }
     steps
-        .step("finish", || finish(services, &export, &stored))
+        .step("finish", || {
+            finish(services, &export, &stored, payload.final_export)
+        })
         .await?;
     let mut conn = services.conn().await?;
     herd_db::operations::finish_operation(&mut conn, payload.operation_id, None).await?;
@@ -300,8 +383,14 @@ async fn finish(
     services: &Services,
     export: &Export,
     stored: &StoredArchive,
+    final_export: bool,
 ) -> Result<(), JobError> {
-    let expires_at = Utc::now() + chrono::Duration::days(RETENTION_DAYS);
+    let days = if final_export {
+        FINAL_RETENTION_DAYS
+    } else {
+        RETENTION_DAYS
+    };
+    let expires_at = Utc::now() + chrono::Duration::days(days);
     let (id, instance_id, requested_by) = (export.id, export.instance_id, export.requested_by);
     let stored = stored.clone();
     let mut conn = services.conn().await?;
@@ -326,6 +415,16 @@ async fn finish(
             },
         )
         .await?;
+        if final_export {
+            crate::delete::request(
+                conn,
+                instance_id,
+                "billing",
+                "instance.retention_expired",
+                json!({ "final_export_id": id }),
+            )
+            .await?;
+        }
         Ok(())
     })
     .await

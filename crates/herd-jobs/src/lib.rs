@@ -6,10 +6,11 @@
 
 pub mod archives;
 mod backend;
+pub mod billing;
 mod delete;
 mod error;
 mod expiry;
-mod export;
+pub mod export;
 pub mod faults;
 mod provision;
 mod relay;
@@ -18,6 +19,7 @@ mod restore;
 mod services;
 mod steps;
 mod tenant_data;
+mod update;
 mod worker;
 
 pub use backend::HerdBackend;
@@ -31,9 +33,11 @@ pub use worker::run as run_worker;
 
 /// Job kinds, as the API enqueues them.
 pub mod kinds {
+    pub use crate::billing::EVENT_KIND as STRIPE_EVENT;
     pub use crate::delete::KIND as DELETE_INSTANCE;
     pub use crate::export::KIND as EXPORT_INSTANCE;
     pub use crate::provision::KIND as PROVISION_INSTANCE;
+    pub use crate::update::KIND as UPDATE_INSTANCE;
 }
 
 /// The payload of every instance job.

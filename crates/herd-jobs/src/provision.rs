@@ -171,7 +171,7 @@ async fn keep_secrets(services: &Services, id: Uuid) -> Result<(), JobError> {
 }
 
 /// Writes the instance's resource to its cluster; the reconciler does the rest.
-async fn apply(services: &Services, instance: &Instance) -> Result<(), JobError> {
+pub(crate) async fn apply(services: &Services, instance: &Instance) -> Result<(), JobError> {
     let Some(cluster) = instance.cluster_id else {
         return Err(JobError::NotYet(format!(
             "instance {} is not placed yet",

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::JobError;
 use crate::archives::Archives;
+use crate::billing::BillingSettings;
 use crate::faults::Faults;
 
 /// What the operations work with: the database, the sealing key, and a client
@@ -30,6 +31,8 @@ pub struct Services {
     /// Wakes the jobs waiting for an instance the reconciler marked running.
     pub(crate) ready: ReadySignals,
     pub archives: Arc<Archives>,
+    /// Stripe and what billing needs; `None` when billing is off.
+    pub billing: Option<Arc<BillingSettings>>,
     clusters: Mutex<HashMap<Uuid, kube::Client>>,
 }
 
@@ -49,6 +52,7 @@ impl Services {
             faults,
             installation,
             archives,
+            billing: None,
             lease: Duration::from_secs(30),
             ready_timeout: Duration::from_secs(300),
             ready: ReadySignals::default(),

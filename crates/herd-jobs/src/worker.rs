@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use diesel_async::AsyncConnection;
 use herd_core::lifecycle::{InstanceState, LifecycleEvent};
 use herd_db::Backoff;
 use herd_db::jobs::{ClaimedJob, JobState};
@@ -11,9 +12,15 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::{InstanceJob, JobError, Services, delete, export, provision};
+use crate::{InstanceJob, JobError, Services, billing, delete, export, provision, update};
 
-const KINDS: [&str; 3] = [provision::KIND, delete::KIND, export::KIND];
+const KINDS: [&str; 5] = [
+    provision::KIND,
+    delete::KIND,
+    export::KIND,
+    update::KIND,
+    billing::EVENT_KIND,
+];
 const IDLE_POLL: Duration = Duration::from_millis(500);
 const RETRY: Backoff = Backoff {
     base: Duration::from_secs(2),
@@ -169,6 +176,14 @@ async fn dispatch(services: &Services, job: &ClaimedJob, slot: &mut Slot) -> Res
             let export_job: export::ExportJob = payload(job)?;
             export::run(services, job.id, &export_job).await
         }
+        update::KIND => {
+            let instance_job: InstanceJob = payload(job)?;
+            update::run(services, job.id, &instance_job).await
+        }
+        billing::EVENT_KIND => {
+            let event_job: billing::EventJob = payload(job)?;
+            billing::apply_event(services, &event_job).await
+        }
         other => Err(JobError::Payload(format!(
             "no worker runs jobs of kind {other}"
         ))),
@@ -215,6 +230,11 @@ async fn record_outcome(
         return Ok(());
     }
     tracing::error!(error = %message, "job failed for good");
+    // A Stripe event's job has no operation: its failure is in the job's
+    // `last_error`, and Stripe's own delivery log.
+    if job.kind == billing::EVENT_KIND {
+        return Ok(());
+    }
     let instance_job: InstanceJob = payload(job)?;
     herd_db::operations::finish_operation(&mut conn, instance_job.operation_id, Some(&message))
         .await?;
@@ -239,7 +259,18 @@ async fn record_outcome(
                 .await?;
             }
             if let Some(archive) = &instance_job.archive {
-                delete::abandon_import(&mut conn, instance.id, &message).await?;
+                let details = serde_json::json!({ "reason": message });
+                conn.transaction::<_, JobError, _>(async |conn| {
+                    delete::request(
+                        conn,
+                        instance.id,
+                        "importer",
+                        "instance.import.abandoned",
+                        details,
+                    )
+                    .await
+                })
+                .await?;
                 drop(conn);
                 discard_staged(services, archive).await;
             }

@@ -1,12 +1,14 @@
 //! The work `herd serve` does besides answering HTTP: job workers, the event
-//! relay, the expiry of old exports, and a reconciler for every cluster of the
-//! fleet. They start once the schema is current and stop when the server does.
+//! relay, the expiry of old exports, the retention of suspended instances, and a
+//! reconciler for every cluster of the fleet. They start once the schema is
+//! current and stop when the server does.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use herd_jobs::archives::Archives;
+use herd_jobs::billing::BillingSettings;
 use herd_jobs::resource::installation_selector;
 use herd_jobs::{HerdBackend, Services};
 use herd_kube::lease::LeaseElection;
@@ -24,6 +26,7 @@ pub fn start(
     pool: herd_db::Pool,
     schema: herd_db::SchemaStatus,
     archives: Arc<Archives>,
+    billing: Option<Arc<BillingSettings>>,
 ) -> anyhow::Result<CancellationToken> {
     let sealer = settings.require_sealer()?.clone();
     let mut services = Services::new(
@@ -35,6 +38,7 @@ pub fn start(
         archives,
     );
     services.lease = settings.job_lease;
+    services.billing = billing;
     let services = Arc::new(services);
     let shutdown = CancellationToken::new();
     let (workers, reconcile) = (settings.workers, settings.reconcile);
@@ -58,6 +62,10 @@ pub fn start(
                 shutdown.clone(),
             ));
             tokio::spawn(herd_jobs::run_export_expiry(
+                services.clone(),
+                shutdown.clone(),
+            ));
+            tokio::spawn(herd_jobs::billing::run_retention(
                 services.clone(),
                 shutdown.clone(),
             ));

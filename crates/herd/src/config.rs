@@ -58,6 +58,12 @@ struct RawSettings {
     data_service_cidrs: Option<String>,
     scratch_dir: Option<String>,
     import_from_private_addresses: Option<String>,
+    billing: Option<String>,
+    stripe_secret_key: Option<String>,
+    stripe_api_base: Option<String>,
+    stripe_webhook_secrets: Option<String>,
+    public_url: Option<String>,
+    billing_retention_days: Option<String>,
 }
 
 /// One setting's two spellings.
@@ -129,6 +135,30 @@ const CLUSTER_ISSUER: Setting = Setting {
 const IMPORT_FROM_PRIVATE_ADDRESSES: Setting = Setting {
     env: "HERD_IMPORT_FROM_PRIVATE_ADDRESSES",
     key: "import_from_private_addresses",
+};
+const BILLING: Setting = Setting {
+    env: "HERD_BILLING",
+    key: "billing",
+};
+const STRIPE_SECRET_KEY: Setting = Setting {
+    env: "HERD_STRIPE_SECRET_KEY",
+    key: "stripe_secret_key",
+};
+const STRIPE_API_BASE: Setting = Setting {
+    env: "HERD_STRIPE_API_BASE",
+    key: "stripe_api_base",
+};
+const STRIPE_WEBHOOK_SECRETS: Setting = Setting {
+    env: "HERD_STRIPE_WEBHOOK_SECRETS",
+    key: "stripe_webhook_secrets",
+};
+const PUBLIC_URL: Setting = Setting {
+    env: "HERD_PUBLIC_URL",
+    key: "public_url",
+};
+const BILLING_RETENTION_DAYS: Setting = Setting {
+    env: "HERD_BILLING_RETENTION_DAYS",
+    key: "billing_retention_days",
 };
 const SCRATCH_DIR: Setting = Setting {
     env: "HERD_SCRATCH_DIR",
@@ -210,6 +240,31 @@ pub struct Settings {
     /// Whether imports may fetch archives from loopback and private
     /// addresses; off, as Herd runs inside the operator's network.
     pub import_from_private_addresses: bool,
+    /// Stripe, when billing is on; off, operators assign plans by hand.
+    pub billing: Option<BillingConfig>,
+}
+
+/// Billing through Stripe.
+#[derive(Clone)]
+pub struct BillingConfig {
+    pub secret_key: String,
+    pub api_base: String,
+    pub webhook_secrets: Vec<String>,
+    pub public_url: Url,
+    pub retention_days: u32,
+}
+
+// The keys sign charges and webhooks: only their presence may be printed.
+impl fmt::Debug for BillingConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BillingConfig")
+            .field("secret_key", &"redacted")
+            .field("api_base", &self.api_base)
+            .field("webhook_secrets", &self.webhook_secrets.len())
+            .field("public_url", &self.public_url.as_str())
+            .field("retention_days", &self.retention_days)
+            .finish()
+    }
 }
 
 impl Settings {
@@ -248,6 +303,12 @@ impl Settings {
             &mut raw.import_from_private_addresses,
             &IMPORT_FROM_PRIVATE_ADDRESSES,
         );
+        overlay(&mut raw.billing, &BILLING);
+        overlay(&mut raw.stripe_secret_key, &STRIPE_SECRET_KEY);
+        overlay(&mut raw.stripe_api_base, &STRIPE_API_BASE);
+        overlay(&mut raw.stripe_webhook_secrets, &STRIPE_WEBHOOK_SECRETS);
+        overlay(&mut raw.public_url, &PUBLIC_URL);
+        overlay(&mut raw.billing_retention_days, &BILLING_RETENTION_DAYS);
         validate(raw)
     }
 
@@ -278,11 +339,18 @@ fn read_file(path: &Path) -> Result<RawSettings, ConfigError> {
 }
 
 fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
-    let listen_addr = match raw.listen_addr {
+    let listen_addr = match &raw.listen_addr {
         Some(value) => value.parse().map_err(|_| {
             LISTEN_ADDR.invalid(format!("`{value}` is not an address like 127.0.0.1:8080"))
         })?,
         None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+    };
+    let billing = match raw.billing.as_deref() {
+        None | Some("off") => None,
+        Some("stripe") => Some(billing_config(&raw, listen_addr)?),
+        Some(other) => {
+            return Err(BILLING.invalid(format!("`{other}` is neither `stripe` nor `off`")));
+        }
     };
     let database_url = raw.database_url.map(parse_database_url).transpose()?;
     let database_max_connections = match raw.database_max_connections {
@@ -397,6 +465,7 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
         PathBuf::from,
     );
     Ok(Settings {
+        billing,
         scratch_dir,
         import_from_private_addresses,
         listen_addr,
@@ -411,6 +480,49 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
         job_lease,
         reconcile,
         cluster_profile,
+    })
+}
+
+fn billing_config(
+    raw: &RawSettings,
+    listen_addr: SocketAddr,
+) -> Result<BillingConfig, ConfigError> {
+    let secret_key = raw.stripe_secret_key.clone().ok_or_else(|| {
+        STRIPE_SECRET_KEY.missing("the Stripe secret key (`sk_...`) billing uses")
+    })?;
+    let webhook_secrets: Vec<String> = raw
+        .stripe_webhook_secrets
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|secret| !secret.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if webhook_secrets.is_empty() {
+        return Err(STRIPE_WEBHOOK_SECRETS.missing(
+            "the signing secret (`whsec_...`) of the webhook endpoint; comma-separated during a rotation",
+        ));
+    }
+    let public_url = match &raw.public_url {
+        Some(url) => Url::parse(url).map_err(|err| PUBLIC_URL.invalid(err.to_string()))?,
+        None => Url::parse(&format!("http://{listen_addr}/")).expect("an address makes a URL"),
+    };
+    let retention_days = match raw.billing_retention_days.as_deref() {
+        None => 30,
+        Some(value) => value.parse().map_err(|_| {
+            BILLING_RETENTION_DAYS.invalid(format!("`{value}` is not a number of days"))
+        })?,
+    };
+    Ok(BillingConfig {
+        secret_key,
+        api_base: raw
+            .stripe_api_base
+            .clone()
+            .unwrap_or_else(|| "https://api.stripe.com/".to_owned()),
+        webhook_secrets,
+        public_url,
+        retention_days,
     })
 }
 

@@ -14,8 +14,9 @@ use actix_web::{App, HttpServer, middleware};
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use herd_jobs::archives::Archives;
+use herd_jobs::billing::BillingSettings;
 
-use crate::config::{LogFormat, Settings};
+use crate::config::{BillingConfig, LogFormat, Settings};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -198,6 +199,15 @@ async fn migrate(settings: Settings, action: MigrateAction) -> anyhow::Result<()
     Ok(())
 }
 
+fn billing_settings(config: &BillingConfig) -> anyhow::Result<Arc<BillingSettings>> {
+    Ok(Arc::new(BillingSettings {
+        stripe: herd_billing::Billing::new(&config.api_base, &config.secret_key)?,
+        webhook_secrets: config.webhook_secrets.clone(),
+        public_url: config.public_url.clone(),
+        retention: chrono::Duration::days(i64::from(config.retention_days)),
+    }))
+}
+
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let url = settings.require_database_url()?.clone();
     let database = herd_db::connect(url.expose(), settings.database_max_connections);
@@ -213,15 +223,22 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         settings.installation.clone(),
         settings.scratch_dir.clone(),
     ));
+    let billing = settings
+        .billing
+        .as_ref()
+        .map(billing_settings)
+        .transpose()?;
     let background = background::start(
         &settings,
         database.clone(),
         schema.clone(),
         archives.clone(),
+        billing.clone(),
     )?;
     let api = herd_api::ApiState {
         pool: database.clone(),
         archives,
+        billing,
         import_from_private_addresses: settings.import_from_private_addresses,
     };
     let probes = herd_api::Probes {

@@ -84,6 +84,7 @@ impl Installation {
             // Warnings and injected crashes only: the tests' own output stays readable.
             .env("HERD_LOG", "warn")
             .env_remove("HERD_KUBECONFIG")
+            .env_remove("HERD_BILLING")
             .env_remove("HERD_FAULT_CRASH");
         command
     }
@@ -202,11 +203,22 @@ impl Installation {
 
     /// Starts `herd serve`; `crash_at` arms an injected crash point.
     pub fn serve(&self, crash_at: Option<&str>) -> Server {
+        let env: Vec<(&str, &str)> = crash_at
+            .map(|point| ("HERD_FAULT_CRASH", point))
+            .into_iter()
+            .collect();
+        self.serve_with(&env, None)
+    }
+
+    /// Starts `herd serve` with more settings, its log going to `log` when given.
+    pub fn serve_with(&self, env: &[(&str, &str)], log: Option<&std::path::Path>) -> Server {
         let mut command = self.command(&["serve"]);
-        if let Some(point) = crash_at {
-            command.env("HERD_FAULT_CRASH", point);
-        }
-        command.stdout(Stdio::null()).stderr(Stdio::inherit());
+        command.envs(env.iter().copied());
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
+            None => Stdio::inherit(),
+        };
+        command.stdout(Stdio::null()).stderr(stderr);
         Server {
             child: command.spawn().expect("herd serve starts"),
             base: self.base_url(),
