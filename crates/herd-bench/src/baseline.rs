@@ -122,7 +122,7 @@ async fn available_deployments() -> anyhow::Result<usize> {
 }
 
 pub async fn run(args: &ProvisionArgs, deadline: Duration) -> anyhow::Result<BaselineResult> {
-    let dir = args.work_dir.join("kubectl-loop");
+    let dir = args.installation.work_dir.join("kubectl-loop");
     std::fs::create_dir_all(&dir)?;
     for index in 0..args.instances {
         std::fs::write(dir.join(format!("{index:06}.yaml")), render(index)?)?;

@@ -1,12 +1,16 @@
-//! Benchmarks of Herd against the local stack. `deploy/bench/provision.sh`
-//! starts a throwaway stack, builds the binaries and runs `herd-bench
-//! provision` in it; the results go to `docs/benchmarks.md`, never into a
-//! timed test.
+//! Benchmarks of Herd against the local stack. The scripts in
+//! `deploy/bench/` start a throwaway stack, build the binaries and run a
+//! `herd-bench` subcommand in it; the results go to `docs/benchmarks.md`,
+//! never into a timed test.
 
+mod backup;
 mod baseline;
 mod cluster;
 mod herd;
+mod installation;
 mod machine;
+mod portability;
+mod tenant;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,13 +31,16 @@ enum Command {
     /// `kubectl apply --server-side` loop, and prints both results as JSON.
     /// Reads the stack's settings from the environment (`source STATE/env`).
     Provision(ProvisionArgs),
+    /// For each size, exports an instance filled with a fixture of about that
+    /// size, backs it up with `pg_dump` and `aws s3 cp` for comparison,
+    /// imports the archive again, and prints the results as JSON, one object
+    /// per size. Needs `aws` on PATH.
+    Portability(PortabilityArgs),
 }
 
+/// The Herd installation the benchmarks set up on the stack.
 #[derive(Debug, clap::Args)]
-pub struct ProvisionArgs {
-    /// How many instances to provision, both ways.
-    #[arg(long)]
-    instances: usize,
+pub struct InstallationArgs {
     /// The `herd` binary to measure (a release build).
     #[arg(long)]
     herd: PathBuf,
@@ -44,25 +51,56 @@ pub struct ProvisionArgs {
     /// Database connections of `herd serve`.
     #[arg(long, default_value_t = 32)]
     database_connections: u32,
+    /// Where Herd's logs, its scratch files and the baselines' files are
+    /// written.
+    #[arg(long)]
+    work_dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ProvisionArgs {
+    #[command(flatten)]
+    installation: InstallationArgs,
+    /// How many instances to provision, both ways.
+    #[arg(long)]
+    instances: usize,
     /// Orders in flight at once.
     #[arg(long, default_value_t = 16)]
     concurrent_orders: usize,
-    /// Where Herd's log and the baseline's manifests are written.
-    #[arg(long)]
-    work_dir: PathBuf,
     /// Each half of the run gives up after this long.
+    #[arg(long, default_value_t = 3600)]
+    deadline_seconds: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PortabilityArgs {
+    #[command(flatten)]
+    installation: InstallationArgs,
+    /// The tenant sizes to measure, in MiB of database and exported media.
+    #[arg(long, value_delimiter = ',', required = true)]
+    sizes_mb: Vec<u64>,
+    /// The fixture's seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Each operation (provisioning, export, deletion, import) gives up
+    /// after this long.
     #[arg(long, default_value_t = 3600)]
     deadline_seconds: u64,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Command::Provision(args) = Cli::parse().command;
-    let deadline = Duration::from_secs(args.deadline_seconds);
-    std::fs::create_dir_all(&args.work_dir)?;
+    match Cli::parse().command {
+        Command::Provision(args) => provision(&args).await,
+        Command::Portability(args) => portability::run(&args).await,
+    }
+}
 
-    let herd = herd::run(&args, deadline).await?;
-    let baseline = baseline::run(&args, deadline).await?;
+async fn provision(args: &ProvisionArgs) -> anyhow::Result<()> {
+    let deadline = Duration::from_secs(args.deadline_seconds);
+
+    let herd = herd::run(args, deadline).await?;
+    let baseline = baseline::run(args, deadline).await?;
     let speedup = herd.instances_per_second / baseline.instances_per_second;
     let report = json!({
         "benchmark": "provision",
@@ -74,7 +112,7 @@ async fn main() -> anyhow::Result<()> {
             "kubectl": cluster::client_version().await?,
             "dependencies": herd.dependencies,
         },
-        "herd": herd.json(&args),
+        "herd": herd.json(args),
         "kubectl_loop": baseline.json(),
         "speedup": round(speedup),
         "targets": {
@@ -90,4 +128,9 @@ async fn main() -> anyhow::Result<()> {
 /// Two decimals are plenty for seconds and rates measured once.
 pub fn round(value: f64) -> f64 {
     (value * 100.0).round() / 100.0
+}
+
+/// `bytes` per second, in MiB.
+pub fn mib_per_second(bytes: u64, seconds: f64) -> f64 {
+    round(bytes as f64 / (1u64 << 20) as f64 / seconds)
 }
