@@ -116,3 +116,16 @@ async fn find(
     let row: Option<PlanRow> = query.first(conn).await.optional()?;
     row.map(offered_plan).transpose()
 }
+
+/// Sells the plan at a Stripe Price, or at none. `false` when no plan has the name.
+pub async fn set_price(
+    conn: &mut AsyncPgConnection,
+    name: &str,
+    stripe_price_id: Option<&str>,
+) -> Result<bool, DbError> {
+    let updated = diesel::update(plans::table.find(name))
+        .set(plans::stripe_price_id.eq(stripe_price_id))
+        .execute(conn)
+        .await?;
+    Ok(updated == 1)
+}

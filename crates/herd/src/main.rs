@@ -56,6 +56,11 @@ enum Command {
     },
     /// Offer the starter plans, unless plans exist already.
     Seed,
+    /// Manage the plans on offer.
+    Plan {
+        #[command(subcommand)]
+        action: PlanAction,
+    },
     /// Register the clusters, database servers and object stores of the fleet.
     Fleet {
         #[command(subcommand)]
@@ -65,6 +70,19 @@ enum Command {
     Archive {
         #[command(subcommand)]
         action: archive_cli::ArchiveCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PlanAction {
+    /// Sell a plan at a Stripe Price (`price_...`), or stop selling it with `--none`.
+    Price {
+        /// The plan's name.
+        plan: String,
+        #[arg(required_unless_present = "none")]
+        price: Option<String>,
+        #[arg(long)]
+        none: bool,
     },
 }
 
@@ -154,6 +172,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             action: TokenAction::Create { email, role, name },
         } => create_token(settings, &email, role.into(), &name).await,
         Command::Seed => seed(settings).await,
+        Command::Plan {
+            action: PlanAction::Price { plan, price, .. },
+        } => set_price(settings, &plan, price.as_deref()).await,
         Command::Fleet { action } => fleet_cli::run(&settings, action).await,
         Command::Archive { action } => archive_cli::run(action).await,
     }
@@ -186,6 +207,16 @@ async fn seed(settings: Settings) -> anyhow::Result<()> {
     let mut conn = pool.get().await.context("connecting to the database")?;
     let seeded = herd_db::plans::seed_plans(&mut conn, &herd_core::plan::starter_plans()).await?;
     tracing::info!(plans = seeded, "plans seeded");
+    Ok(())
+}
+
+async fn set_price(settings: Settings, plan: &str, price: Option<&str>) -> anyhow::Result<()> {
+    let pool = database(&settings)?;
+    let mut conn = pool.get().await.context("connecting to the database")?;
+    if !herd_db::plans::set_price(&mut conn, plan, price).await? {
+        anyhow::bail!("no plan is named `{plan}`");
+    }
+    tracing::info!(plan, price, "plan price set");
     Ok(())
 }
 

@@ -60,13 +60,11 @@ async fn count(installation: &Installation, query: &str) -> i64 {
         .get(0)
 }
 
-/// Puts every plan on sale at a price of its own name.
-async fn price_plans(installation: &Installation) {
-    sql(installation)
-        .await
-        .execute("UPDATE plans SET stripe_price_id = 'price_' || name", &[])
-        .await
-        .unwrap();
+/// Puts the plans on sale as an operator does.
+fn price_plans(installation: &Installation) {
+    for plan in ["small", "medium"] {
+        installation.run(&["plan", "price", plan, &format!("price_{plan}")], &[]);
+    }
 }
 
 fn event(id: &str, type_: &str, created: i64, object: Value) -> Vec<u8> {
@@ -202,7 +200,7 @@ async fn paid_instance(api: &Api, domain: &str, subscription: &str) -> String {
 async fn payments_drive_the_lifecycle_and_no_event_applies_twice() {
     let installation = Installation::new().await;
     installation.set_up_fleet();
-    price_plans(&installation).await;
+    price_plans(&installation);
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("herd.log");
     let _server = serve_billing(&installation, "30", Some(&log));
@@ -450,7 +448,7 @@ async fn payments_drive_the_lifecycle_and_no_event_applies_twice() {
 async fn retention_ends_in_a_final_export_and_the_deletion() {
     let installation = Installation::new().await;
     installation.set_up_fleet();
-    price_plans(&installation).await;
+    price_plans(&installation);
     let _server = serve_billing(&installation, "0", None);
     let api = installation.api(&format!("{}@example.com", unique("leaver-")), "customer");
     api.wait_until_serving().await;

@@ -46,13 +46,20 @@ where
     names
 }
 
+/// Whether the tenant's database, role and bucket exist, on any of the
+/// stack's database servers.
 async fn tenant_state(instance_id: &str) -> (bool, bool, bool) {
     let names = TenantNames::for_instance(instance_id);
-    let server = herd_tenancy::DatabaseServer::new(&stack_setting("HERD_PG_ADMIN_URL")).unwrap();
-    let state = server
-        .inspect_tenant(&names.database, &names.role)
-        .await
-        .expect("inspect tenant");
+    let (mut database, mut role) = (false, false);
+    for admin_url in ["HERD_PG_ADMIN_URL", "HERD_PG2_ADMIN_URL"] {
+        let server = herd_tenancy::DatabaseServer::new(&stack_setting(admin_url)).unwrap();
+        let state = server
+            .inspect_tenant(&names.database, &names.role)
+            .await
+            .expect("inspect tenant");
+        database |= state.database.is_some();
+        role |= state.role.is_some();
+    }
     let garage = herd_tenancy::GarageAdmin::new(
         &stack_setting("HERD_GARAGE_ADMIN_URL"),
         stack_setting("HERD_GARAGE_ADMIN_TOKEN"),
@@ -62,11 +69,7 @@ async fn tenant_state(instance_id: &str) -> (bool, bool, bool) {
         .find_bucket(&names.bucket)
         .await
         .expect("find bucket");
-    (
-        state.database.is_some(),
-        state.role.is_some(),
-        bucket.is_some(),
-    )
+    (database, role, bucket.is_some())
 }
 
 /// Asks for an instance's deletion: the answer's status and body.
