@@ -195,6 +195,47 @@ pub struct InstanceView {
     pub failure_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The subscription paying for it, when billing is on (`GET` of one instance).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub billing: Option<BillingView>,
+}
+
+/// Where the instance's payment stands, and what the customer should do.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BillingView {
+    /// `checkout` until paid, then Stripe's subscription status.
+    pub status: String,
+    /// Set when the customer must act.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suspended_at: Option<DateTime<Utc>>,
+    /// When a suspended instance gets its final export and is deleted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deletion_due_at: Option<DateTime<Utc>>,
+}
+
+impl BillingView {
+    pub fn new(subscription: herd_db::billing::Subscription, retention: chrono::Duration) -> Self {
+        let deletion_due_at = subscription.suspended_at.map(|at| at + retention);
+        let warning = match (subscription.status.as_str(), deletion_due_at) {
+            ("past_due", _) => Some(
+                "a payment failed and Stripe retries it; update the payment method in the billing portal"
+                    .to_owned(),
+            ),
+            (_, Some(due)) => Some(format!(
+                "suspended for want of payment; unless the subscription resumes, a final export is made and the server deleted on {}",
+                due.format("%Y-%m-%d")
+            )),
+            _ => None,
+        };
+        BillingView {
+            status: subscription.status,
+            warning,
+            suspended_at: subscription.suspended_at,
+            deletion_due_at,
+        }
+    }
 }
 
 impl From<Instance> for InstanceView {
@@ -212,6 +253,7 @@ impl From<Instance> for InstanceView {
             web_domain: instance.web_domain,
             plan: instance.plan_name,
             version: instance.version,
+            billing: None,
             created_at: instance.created_at,
             updated_at: instance.updated_at,
         }

@@ -6,13 +6,13 @@ use uuid::Uuid;
 use crate::auth::Principal;
 use crate::body::{HashedJson, IdempotencyKey};
 use crate::dto::{
-    Accepted, CreateInstanceRequest, InstanceList, InstanceView, UpdateInstanceRequest,
+    Accepted, BillingView, CreateInstanceRequest, InstanceList, InstanceView, UpdateInstanceRequest,
 };
 use crate::openapi::{
     Conflict, Gone, Malformed, NotFound, ServerError, TooLarge, Unauthenticated, Unavailable,
     Unprocessable,
 };
-use crate::{ApiState, Problem, billing, found, orders};
+use crate::{ApiState, Problem, billing, orders};
 
 /// Orders a Mastodon server owned by the caller. Provisioning runs in the
 /// background: follow the returned operation. With billing on, the answer
@@ -95,7 +95,16 @@ pub async fn show(
     id: web::Path<Uuid>,
 ) -> Result<web::Json<InstanceView>, Problem> {
     let mut conn = state.connection().await?;
-    found(herd_db::instances::find_instance(&mut conn, &principal.0, *id).await?)
+    let instance = herd_db::instances::find_instance(&mut conn, &principal.0, *id)
+        .await?
+        .ok_or_else(Problem::not_found)?;
+    let mut view = InstanceView::from(instance);
+    if let Some(billing) = &state.billing {
+        view.billing = herd_db::billing::find_subscription(&mut conn, *id)
+            .await?
+            .map(|subscription| BillingView::new(subscription, billing.retention));
+    }
+    Ok(web::Json(view))
 }
 
 /// Deletes an instance with all its data. Asking again while the deletion

@@ -344,6 +344,12 @@ async fn payments_drive_the_lifecycle_and_no_event_applies_twice() {
         .unwrap()
         .get(0);
     assert_eq!(suspended_row, 1, "the database is intact while suspended");
+    let suspended = instance_state(&api, &instance).await;
+    assert_eq!(suspended["billing"]["status"], "canceled", "{suspended}");
+    assert!(
+        suspended["billing"]["deletion_due_at"].as_str().is_some(),
+        "{suspended}"
+    );
 
     // A suspended instance may still be exported.
     let (status, body) = api
@@ -393,7 +399,10 @@ async fn payments_drive_the_lifecycle_and_no_event_applies_twice() {
         assert!(started.elapsed() < DEADLINE, "no warning");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert_eq!(instance_state(&api, &instance).await["state"], "running");
+    let warned = instance_state(&api, &instance).await;
+    assert_eq!(warned["state"], "running");
+    assert_eq!(warned["billing"]["status"], "past_due", "{warned}");
+    assert!(warned["billing"]["warning"].as_str().is_some(), "{warned}");
 
     // A plan change goes through Stripe, then resizes the instance.
     let (status, body) = api

@@ -676,6 +676,26 @@ fn setup_job_passes_the_email_as_data_not_code() {
 }
 
 #[test]
+fn an_imported_instance_migrates_and_rebuilds_its_feeds_instead_of_creating_an_owner() {
+    let mut imported = instance("small");
+    imported.spec.instance.origin = herd_core::spec::InstanceOrigin::Imported;
+    let job = named::<Job>(&children_of(&imported), "setup").spec.unwrap();
+    let pod = job.template.spec.unwrap();
+    let init = &pod.init_containers.as_ref().unwrap()[0];
+    assert_eq!(
+        init.command.as_deref().unwrap(),
+        ["bundle", "exec", "rails", "db:prepare"]
+    );
+    let commands: Vec<Vec<String>> = pod
+        .containers
+        .iter()
+        .map(|c| c.command.clone().unwrap())
+        .collect();
+    assert_eq!(commands, [["bin/tootctl", "feeds", "build"]]);
+    assert!(env_value(&pod, "OWNER_EMAIL").is_none());
+}
+
+#[test]
 fn every_child_carries_the_ownership_labels_and_namespace() {
     let instance = instance("medium");
     let children = children_of(&instance);
