@@ -252,22 +252,13 @@ impl Form {
         dir: &Path,
     ) -> Result<Form, Problem> {
         let client = fetch_client(&request.url, state.import_from_private_addresses).await?;
-        let invalid = |detail: String| {
-            Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_url",
-                "Archive not fetched",
-                detail,
-            )
-            .with_extensions(json!({ "field": "url" }))
-        };
         let response = client
             .get(request.url.clone())
             .send()
             .await
-            .map_err(|err| invalid(format!("fetching {}: {err}", request.url)))?;
+            .map_err(|err| invalid_url(format!("fetching {}: {err}", request.url)))?;
         if !response.status().is_success() {
-            return Err(invalid(format!(
+            return Err(invalid_url(format!(
                 "{} answered {}",
                 request.url,
                 response.status()
@@ -281,7 +272,8 @@ impl Form {
         let mut received = 0u64;
         let mut body = response.bytes_stream();
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|err| invalid(format!("fetching {}: {err}", request.url)))?;
+            let chunk =
+                chunk.map_err(|err| invalid_url(format!("fetching {}: {err}", request.url)))?;
             received += chunk.len() as u64;
             if received > limit {
                 return Err(too_large(limit));
@@ -515,31 +507,32 @@ fn too_large(limit: u64) -> Problem {
 /// A client that reaches only the addresses `url`'s host resolved to now,
 /// once checked, and follows no redirect: neither a later answer of the
 /// name server nor a redirect can lead it elsewhere.
+fn invalid_url(detail: String) -> Problem {
+    Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_url",
+        "Archive not fetched",
+        detail,
+    )
+    .with_extensions(json!({ "field": "url" }))
+}
+
 async fn fetch_client(url: &Url, private_allowed: bool) -> Result<reqwest::Client, Problem> {
-    let invalid = |detail: String| {
-        Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_url",
-            "Archive not fetched",
-            detail,
-        )
-        .with_extensions(json!({ "field": "url" }))
-    };
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(invalid(format!("{url} is not an http(s) URL")));
+        return Err(invalid_url(format!("{url} is not an http(s) URL")));
     }
     let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
-        return Err(invalid(format!("{url} names no host")));
+        return Err(invalid_url(format!("{url} names no host")));
     };
     let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
-        .map_err(|err| invalid(format!("{host} does not resolve: {err}")))?
+        .map_err(|err| invalid_url(format!("{host} does not resolve: {err}")))?
         .collect();
     if addresses.is_empty() {
-        return Err(invalid(format!("{host} does not resolve")));
+        return Err(invalid_url(format!("{host} does not resolve")));
     }
     if !private_allowed && let Some(private) = addresses.iter().find(|a| !is_public(a.ip())) {
-        return Err(invalid(format!(
+        return Err(invalid_url(format!(
             "{host} resolves to {}, which is not a public address",
             private.ip()
         )));

@@ -51,12 +51,7 @@ pub async fn run(
     };
 
     steps.step("secrets", || keep_secrets(services, id)).await?;
-    let secrets = {
-        let mut conn = services.conn().await?;
-        herd_db::instances::load_secrets(&mut conn, &services.sealer, id)
-            .await?
-            .ok_or_else(|| JobError::Payload(format!("instance {id} has no stored secrets")))?
-    };
+    let secrets = services.stored_secrets(id).await?;
 
     still_wanted(services, id).await?;
     steps

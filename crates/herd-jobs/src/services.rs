@@ -67,6 +67,18 @@ impl Services {
             .map_err(|err| JobError::Pool(err.to_string()))
     }
 
+    /// The instance's Mastodon secrets; every instance past its `secrets`
+    /// step has them.
+    pub async fn stored_secrets(
+        &self,
+        id: Uuid,
+    ) -> Result<std::collections::BTreeMap<String, String>, JobError> {
+        let mut conn = self.conn().await?;
+        herd_db::instances::load_secrets(&mut conn, &self.sealer, id)
+            .await?
+            .ok_or_else(|| JobError::Payload(format!("instance {id} has no stored secrets")))
+    }
+
     /// A client for a registered cluster, built once from its sealed kubeconfig.
     pub async fn cluster_client(&self, cluster_id: Uuid) -> Result<kube::Client, JobError> {
         let mut clients = self.clusters.lock().await;

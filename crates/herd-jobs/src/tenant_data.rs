@@ -54,17 +54,13 @@ pub async fn connect(
     instance: &Instance,
 ) -> Result<TenantConnection, JobError> {
     let (database_server, store) = placed(instance)?;
-    let (database, store, secrets) = {
+    let secrets = services.stored_secrets(instance.id).await?;
+    let (database, store) = {
         let mut conn = services.conn().await?;
         (
             herd_db::fleet::database_server_access(&mut conn, &services.sealer, database_server)
                 .await?,
             herd_db::fleet::object_store_access(&mut conn, &services.sealer, store).await?,
-            herd_db::instances::load_secrets(&mut conn, &services.sealer, instance.id)
-                .await?
-                .ok_or_else(|| {
-                    JobError::Payload(format!("instance {} has no stored secrets", instance.id))
-                })?,
         )
     };
     let names = TenantNames::for_instance(&instance.id.to_string());
@@ -141,17 +137,10 @@ pub async fn recreate_database(
     connection_limit: u32,
 ) -> Result<(), JobError> {
     let (database_server, _) = placed(instance)?;
-    let (access, secrets) = {
+    let secrets = services.stored_secrets(instance.id).await?;
+    let access = {
         let mut conn = services.conn().await?;
-        (
-            herd_db::fleet::database_server_access(&mut conn, &services.sealer, database_server)
-                .await?,
-            herd_db::instances::load_secrets(&mut conn, &services.sealer, instance.id)
-                .await?
-                .ok_or_else(|| {
-                    JobError::Payload(format!("instance {} has no stored secrets", instance.id))
-                })?,
-        )
+        herd_db::fleet::database_server_access(&mut conn, &services.sealer, database_server).await?
     };
     let names = TenantNames::for_instance(&instance.id.to_string());
     DatabaseServer::new(&access.admin_url)?

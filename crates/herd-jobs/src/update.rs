@@ -38,16 +38,13 @@ async fn load(services: &Services, id: Uuid) -> Result<Instance, JobError> {
 
 async fn resize_data(services: &Services, id: Uuid) -> Result<(), JobError> {
     let instance = load(services, id).await?;
-    let (plan, secrets) = {
+    let secrets = services.stored_secrets(id).await?;
+    let plan = {
         let mut conn = services.conn().await?;
-        let plan = herd_db::plans::find_plan(&mut conn, &instance.plan_name)
+        herd_db::plans::find_plan(&mut conn, &instance.plan_name)
             .await?
             .ok_or_else(|| JobError::MissingPlan(instance.plan_name.clone()))?
-            .plan;
-        let secrets = herd_db::instances::load_secrets(&mut conn, &services.sealer, id)
-            .await?
-            .ok_or_else(|| JobError::Payload(format!("instance {id} has no stored secrets")))?;
-        (plan, secrets)
+            .plan
     };
     tenant_data::ensure_database(
         services,
