@@ -9,9 +9,10 @@ use crate::dto::{
     Accepted, BillingView, CreateInstanceRequest, InstanceList, InstanceView, UpdateInstanceRequest,
 };
 use crate::openapi::{
-    Conflict, Gone, Malformed, NotFound, ServerError, TooLarge, Unauthenticated, Unavailable,
-    Unprocessable,
+    Conflict, Forbidden, Gone, Malformed, NotFound, ServerError, TooLarge, Unauthenticated,
+    Unavailable, Unprocessable,
 };
+use crate::orders::Suspension;
 use crate::{ApiState, Problem, billing, orders};
 
 /// Orders a Mastodon server owned by the caller. Provisioning runs in the
@@ -163,6 +164,65 @@ pub async fn update(
 ) -> Result<HttpResponse, Problem> {
     Ok(
         orders::change_plan(&state, &principal, *id, &request.value.plan)
+            .await?
+            .into(),
+    )
+}
+
+/// Suspends an instance: its workloads scale to zero, its data stays, it can
+/// still be exported. Operators only; billing suspends by itself.
+#[utoipa::path(
+    post,
+    path = "/api/v1/instances/{id}/suspend",
+    operation_id = "suspend_instance",
+    tag = "instances",
+    params(("id" = Uuid, Path, description = "The instance's id")),
+    responses(
+        (status = 202, description = "The suspension has been queued", body = Accepted),
+        Unauthenticated,
+        Forbidden,
+        NotFound,
+        Conflict,
+        ServerError,
+        Unavailable,
+    )
+)]
+pub async fn suspend(
+    state: web::Data<ApiState>,
+    principal: Principal,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, Problem> {
+    Ok(
+        orders::suspension(&state, &principal, *id, Suspension::Suspend)
+            .await?
+            .into(),
+    )
+}
+
+/// Resumes a suspended instance with its data. Operators only.
+#[utoipa::path(
+    post,
+    path = "/api/v1/instances/{id}/resume",
+    operation_id = "resume_instance",
+    tag = "instances",
+    params(("id" = Uuid, Path, description = "The instance's id")),
+    responses(
+        (status = 202, description = "The resumption has been queued", body = Accepted),
+        Unauthenticated,
+        Forbidden,
+        NotFound,
+        Conflict,
+        ServerError,
+        Unavailable,
+    )
+)]
+pub async fn resume(
+    state: web::Data<ApiState>,
+    principal: Principal,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, Problem> {
+    Ok(
+        orders::suspension(&state, &principal, *id, Suspension::Resume)
             .await?
             .into(),
     )

@@ -72,6 +72,14 @@ fn endpoints() -> Vec<Endpoint> {
             ],
         ),
         endpoint(
+            "/api/v1/instances/{id}/suspend",
+            vec![(Method::POST, web::to(instances::suspend))],
+        ),
+        endpoint(
+            "/api/v1/instances/{id}/resume",
+            vec![(Method::POST, web::to(instances::resume))],
+        ),
+        endpoint(
             "/api/v1/instances/{id}/checkout",
             vec![(Method::POST, web::to(billing::create_checkout))],
         ),

@@ -38,6 +38,11 @@ problem_response!(
     409,
     "`domain_unavailable`: the domain is reserved or already hosted; `invalid_state`, `concurrent_change`, `export_not_ready`, `billing_disabled`"
 );
+problem_response!(
+    Forbidden,
+    403,
+    "`operators_only`: the action is an operator's"
+);
 problem_response!(Gone, 410, "`gone`: the instance has been deleted");
 problem_response!(
     TooLarge,
@@ -99,6 +104,8 @@ impl Modify for BearerAuth {
         instances::list,
         instances::show,
         instances::update,
+        instances::suspend,
+        instances::resume,
         instances::delete,
         billing::create_checkout,
         billing::portal,

@@ -575,3 +575,41 @@ pub async fn change_plan(
     })
     .await
 }
+
+pub enum Suspension {
+    Suspend,
+    Resume,
+}
+
+/// Suspends or resumes an instance by an operator's hand.
+pub async fn suspension(
+    state: &ApiState,
+    principal: &Principal,
+    id: Uuid,
+    change: Suspension,
+) -> Result<Answer, Problem> {
+    if principal.0.role != herd_db::accounts::Role::Operator {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "operators_only",
+            "Operators only",
+            "only operators suspend and resume instances; billing does it by itself",
+        ));
+    }
+    let mut conn = state.connection().await?;
+    conn.transaction(async |conn| {
+        let instance = instances::find_instance(conn, &principal.0, id)
+            .await?
+            .ok_or_else(Problem::not_found)?;
+        let actor = Actor::Account(principal.0);
+        let operation = match change {
+            Suspension::Suspend => herd_jobs::suspension::suspend(conn, id, actor, json!({})).await,
+            Suspension::Resume => herd_jobs::suspension::resume(conn, id, actor, json!({})).await,
+        }?;
+        let instance = instances::load_instance(conn, instance.id)
+            .await?
+            .ok_or_else(Problem::not_found)?;
+        Ok::<_, Problem>(accepted(instance, operation))
+    })
+    .await
+}

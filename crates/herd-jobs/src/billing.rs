@@ -18,7 +18,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use herd_core::billing::{Entitlement, SubscriptionStatus};
-use herd_core::lifecycle::{InstanceState, LifecycleEvent};
+use herd_core::lifecycle::InstanceState;
 use herd_db::audit::{Actor, AuditEntry};
 use herd_db::billing::StripeEvent;
 use herd_db::jobs::NewJob;
@@ -307,11 +307,9 @@ async fn entitled(
     match (entitlement, &instance.state) {
         (Entitlement::Serve, InstanceState::Pending) => start_provisioning(conn, instance_id).await,
         (Entitlement::Serve, InstanceState::Suspended) => {
-            herd_db::instances::transition(conn, instance_id, &LifecycleEvent::ResumeStarted)
-                .await?;
             herd_db::billing::set_suspended_at(conn, instance_id, None).await?;
-            start_update(conn, instance_id, "resume", None).await?;
-            record(conn, "instance.resume", facts).await
+            crate::suspension::resume(conn, instance_id, Actor::System("billing"), facts).await?;
+            Ok(())
         }
         (Entitlement::ServeWithWarning, _) => {
             herd_db::outbox::publish(conn, "billing.payment_failed", facts.clone()).await?;
@@ -321,11 +319,9 @@ async fn entitled(
             Entitlement::Suspend,
             InstanceState::Running | InstanceState::Updating | InstanceState::Failed { .. },
         ) => {
-            herd_db::instances::transition(conn, instance_id, &LifecycleEvent::Suspended).await?;
             herd_db::billing::set_suspended_at(conn, instance_id, Some(Utc::now())).await?;
-            start_update(conn, instance_id, "suspend", None).await?;
-            herd_db::outbox::publish(conn, "instance.suspended", facts.clone()).await?;
-            record(conn, "instance.suspend", facts).await
+            crate::suspension::suspend(conn, instance_id, Actor::System("billing"), facts).await?;
+            Ok(())
         }
         _ => Ok(()),
     }

@@ -18,6 +18,7 @@ pub mod resource;
 mod restore;
 mod services;
 mod steps;
+pub mod suspension;
 mod tenant_data;
 mod update;
 mod worker;

@@ -154,13 +154,12 @@ async fn web_replicas(instance: &str) -> i32 {
         .unwrap_or(1)
 }
 
-async fn wait_for_web_replicas(instance: &str, wanted: i32) {
+/// Waits until the web Deployment is scaled to zero (`false`) or up again (`true`).
+async fn wait_for_web_serving(instance: &str, serving: bool) {
     let started = Instant::now();
-    while web_replicas(instance).await != wanted {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "web never at {wanted} replicas"
-        );
+    while (web_replicas(instance).await > 0) != serving {
+        let wanted = if serving { "scaled up" } else { "at zero" };
+        assert!(started.elapsed() < DEADLINE, "web never {wanted}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -335,7 +334,7 @@ async fn payments_drive_the_lifecycle_and_no_event_applies_twice() {
     assert_eq!(deliver_signed(&api, &canceled).await.0, 200);
     assert_eq!(deliver_signed(&api, &earlier).await.0, 200);
     wait_for_state(&api, &instance, "suspended").await;
-    wait_for_web_replicas(&instance, 0).await;
+    wait_for_web_serving(&instance, false).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(instance_state(&api, &instance).await["state"], "suspended");
     let suspended_row: i64 = tenant
@@ -371,7 +370,7 @@ async fn payments_drive_the_lifecycle_and_no_event_applies_twice() {
     );
     assert_eq!(deliver_signed(&api, &renewed).await.0, 200);
     wait_for_state(&api, &instance, "running").await;
-    wait_for_web_replicas(&instance, 1).await;
+    wait_for_web_serving(&instance, true).await;
     let note: String = tenant
         .query_one("SELECT note FROM marker", &[])
         .await
@@ -526,7 +525,7 @@ async fn retention_ends_in_a_final_export_and_the_deletion() {
 }
 
 #[tokio::test]
-async fn without_billing_operators_assign_plans() {
+async fn without_billing_operators_assign_plans_and_suspend_and_resume() {
     let installation = Installation::new().await;
     installation.set_up_fleet();
     let _server = installation.serve(None);
@@ -574,5 +573,58 @@ async fn without_billing_operators_assign_plans() {
     )
     .await;
     assert_eq!(audited, 1);
+
+    // Suspension and resumption are an operator's, and keep the workloads' data.
+    let (status, problem) = customer
+        .call(
+            Method::POST,
+            &format!("/api/v1/instances/{instance}/suspend"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (403, Some("operators_only"))
+    );
+    let (status, body) = operator
+        .call(
+            Method::POST,
+            &format!("/api/v1/instances/{instance}/suspend"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["instance"]["state"], "suspended");
+    operator
+        .assert_succeeds(body["operation"]["id"].as_str().unwrap(), DEADLINE)
+        .await;
+    wait_for_web_serving(&instance, false).await;
+    let (status, problem) = operator
+        .call(
+            Method::POST,
+            &format!("/api/v1/instances/{instance}/suspend"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (409, Some("invalid_state"))
+    );
+    let (status, body) = operator
+        .call(
+            Method::POST,
+            &format!("/api/v1/instances/{instance}/resume"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    wait_for_state(&operator, &instance, "running").await;
+    wait_for_web_serving(&instance, true).await;
+    let audited = count(
+        &installation,
+        "SELECT count(*) FROM audit_log WHERE action IN ('instance.suspend', 'instance.resume')",
+    )
+    .await;
+    assert_eq!(audited, 2);
     installation.drop_database().await;
 }
