@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use herd_core::lifecycle::InstanceState;
 use herd_core::plan;
+use herd_core::scaling::{GroupScaling, Scaling};
 use herd_db::archives::{Export, ExportState};
 use herd_db::instances::Instance;
 use herd_db::operations::{Operation, OperationState};
@@ -541,11 +542,56 @@ pub struct InvoiceList {
     pub invoices: Vec<InvoiceView>,
 }
 
-/// A change of an instance: its plan. With billing, the subscription moves
-/// to the plan's price with proration first.
+/// A change of an instance: its plan, or (operators) its scaling, one at a
+/// time. With billing, a plan change moves the subscription to the plan's
+/// price with proration first. A plan change drops any scaling by hand.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateInstanceRequest {
     #[schema(example = "medium")]
-    pub plan: String,
+    pub plan: Option<String>,
+    pub scaling: Option<ScalingRequest>,
+}
+
+/// Scaling by hand on top of the plan; what is left out stays as it is.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScalingRequest {
+    pub web_replicas: Option<u32>,
+    pub streaming_replicas: Option<u32>,
+    /// By Sidekiq group name.
+    #[serde(default)]
+    pub sidekiq: BTreeMap<String, GroupScalingRequest>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupScalingRequest {
+    pub min_replicas: Option<u32>,
+    pub max_replicas: Option<u32>,
+    /// Threads per process; `DB_POOL` follows.
+    pub threads: Option<u32>,
+}
+
+impl From<ScalingRequest> for Scaling {
+    fn from(request: ScalingRequest) -> Self {
+        Scaling {
+            web_replicas: request.web_replicas,
+            streaming_replicas: request.streaming_replicas,
+            sidekiq: request
+                .sidekiq
+                .into_iter()
+                .map(|(name, group)| {
+                    (
+                        name,
+                        GroupScaling {
+                            min_replicas: group.min_replicas,
+                            max_replicas: group.max_replicas,
+                            threads: group.threads,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
 }

@@ -134,9 +134,10 @@ pub async fn delete(
     Ok(orders::delete(&state, &principal, *id).await?.into())
 }
 
-/// Moves an instance to another plan: replicas, resources, quotas, the
-/// database's connection limit and the bucket's quota follow. With billing,
-/// the subscription changes first, prorated; without, operators only.
+/// Moves an instance to another plan, or scales it by hand (operators):
+/// replicas, threads, resources, quotas, the database's connection limit and
+/// the bucket's quota follow. With billing, a plan change goes through the
+/// subscription first, prorated; without, operators only.
 #[utoipa::path(
     patch,
     path = "/api/v1/instances/{id}",
@@ -162,11 +163,25 @@ pub async fn update(
     id: web::Path<Uuid>,
     request: HashedJson<UpdateInstanceRequest>,
 ) -> Result<HttpResponse, Problem> {
-    Ok(
-        orders::change_plan(&state, &principal, *id, &request.value.plan)
-            .await?
-            .into(),
-    )
+    let answer = match request.value {
+        UpdateInstanceRequest {
+            plan: Some(plan),
+            scaling: None,
+        } => orders::change_plan(&state, &principal, *id, &plan).await?,
+        UpdateInstanceRequest {
+            plan: None,
+            scaling: Some(scaling),
+        } => orders::scale(&state, &principal, *id, scaling.into()).await?,
+        _ => {
+            return Err(Problem::new(
+                actix_web::http::StatusCode::BAD_REQUEST,
+                "malformed_request",
+                "Malformed request",
+                "give either `plan` or `scaling`",
+            ));
+        }
+    };
+    Ok(answer.into())
 }
 
 /// Suspends an instance: its workloads scale to zero, its data stays, it can

@@ -13,6 +13,7 @@ use diesel_async::AsyncConnection;
 use diesel_async::AsyncPgConnection;
 use herd_core::domain::Domain;
 use herd_core::lifecycle::{InstanceState, LifecycleEvent};
+use herd_core::scaling::Scaling;
 use herd_core::spec::InstanceOrigin;
 use herd_core::version::{DEFAULT_VERSION, MastodonVersion, OLDEST_SUPPORTED};
 use herd_db::DbError;
@@ -549,6 +550,7 @@ pub async fn change_plan(
     let mut conn = state.connection().await?;
     conn.transaction(async |conn| {
         instances::set_plan(conn, id, plan).await?;
+        instances::set_scaling(conn, id, &Scaling::default()).await?;
         let instance = instances::transition(conn, id, &LifecycleEvent::UpdateStarted).await?;
         let operation =
             herd_jobs::billing::start_update(conn, id, "resize", Some(principal.0.account_id))
@@ -588,14 +590,7 @@ pub async fn suspension(
     id: Uuid,
     change: Suspension,
 ) -> Result<Answer, Problem> {
-    if principal.0.role != herd_db::accounts::Role::Operator {
-        return Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "operators_only",
-            "Operators only",
-            "only operators suspend and resume instances; billing does it by itself",
-        ));
-    }
+    operators_only(principal)?;
     let mut conn = state.connection().await?;
     conn.transaction(async |conn| {
         let instance = instances::find_instance(conn, &principal.0, id)
@@ -612,4 +607,70 @@ pub async fn suspension(
         Ok::<_, Problem>(accepted(instance, operation))
     })
     .await
+}
+
+/// Scales an instance by hand on top of its plan. Operators only: what the
+/// customer pays for is the plan.
+pub async fn scale(
+    state: &ApiState,
+    principal: &Principal,
+    id: Uuid,
+    change: Scaling,
+) -> Result<Answer, Problem> {
+    operators_only(principal)?;
+    let mut conn = state.connection().await?;
+    conn.transaction(async |conn| {
+        let instance = instances::find_instance(conn, &principal.0, id)
+            .await?
+            .ok_or_else(Problem::not_found)?;
+        let plan = plans::find_plan(conn, &instance.plan_name)
+            .await?
+            .ok_or_else(|| Problem::internal(&"the instance's plan is gone"))?
+            .plan;
+        let scaling = instances::load_scaling(conn, id).await?.merged(&change);
+        plan.scaled(&scaling).map_err(|err| {
+            unprocessable(
+                "invalid_scaling",
+                "Invalid scaling",
+                "scaling",
+                err.to_string(),
+            )
+        })?;
+        instances::set_scaling(conn, id, &scaling).await?;
+        let instance = instances::transition(conn, id, &LifecycleEvent::UpdateStarted).await?;
+        let operation =
+            herd_jobs::billing::start_update(conn, id, "scale", Some(principal.0.account_id))
+                .await?;
+        let facts = json!({
+            "instance_id": id,
+            "operation_id": operation.id,
+            "scaling": scaling,
+        });
+        outbox::publish(conn, "instance.scaled", facts.clone()).await?;
+        audit::record(
+            conn,
+            AuditEntry {
+                actor: Actor::Account(principal.0),
+                action: "instance.scale",
+                object_kind: "instance",
+                object_id: id.to_string(),
+                details: facts,
+            },
+        )
+        .await?;
+        Ok::<_, Problem>(accepted(instance, operation))
+    })
+    .await
+}
+
+fn operators_only(principal: &Principal) -> Result<(), Problem> {
+    if principal.0.role == herd_db::accounts::Role::Operator {
+        return Ok(());
+    }
+    Err(Problem::new(
+        StatusCode::FORBIDDEN,
+        "operators_only",
+        "Operators only",
+        "only operators do this; billing suspends and resumes by itself, and customers change plans",
+    ))
 }

@@ -10,6 +10,7 @@ pub mod domain;
 pub mod lifecycle;
 pub mod plan;
 pub mod readiness;
+pub mod scaling;
 pub mod secrets;
 pub mod spec;
 pub mod tenant;

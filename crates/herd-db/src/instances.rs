@@ -7,11 +7,12 @@ use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use herd_core::lifecycle::{InstanceState, LifecycleEvent};
+use herd_core::scaling::Scaling;
 use herd_core::spec::InstanceOrigin;
 use uuid::Uuid;
 
 use crate::accounts::Principal;
-use crate::schema::{instance_secrets, instances, reserved_domains};
+use crate::schema::{instance_scaling, instance_secrets, instances, reserved_domains};
 use crate::{DbError, Sealer};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -338,6 +339,54 @@ pub async fn set_plan(
 ) -> Result<(), DbError> {
     diesel::update(instances::table.find(id))
         .set(instances::plan_name.eq(plan_name))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// How the instance is scaled by hand on top of its plan.
+pub async fn load_scaling(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Scaling, DbError> {
+    let stored: Option<serde_json::Value> = instance_scaling::table
+        .find(id)
+        .select(instance_scaling::scaling)
+        .first(conn)
+        .await
+        .optional()?;
+    stored
+        .map(|value| {
+            serde_json::from_value(value).map_err(|err| DbError::Corrupt {
+                what: "instance scaling",
+                message: err.to_string(),
+            })
+        })
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
+/// Stores the scaling; an empty one removes it, leaving the plan as it is.
+pub async fn set_scaling(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    scaling: &Scaling,
+) -> Result<(), DbError> {
+    if scaling.is_empty() {
+        diesel::delete(instance_scaling::table.find(id))
+            .execute(conn)
+            .await?;
+        return Ok(());
+    }
+    let value = serde_json::to_value(scaling).expect("a scaling always serialises");
+    diesel::insert_into(instance_scaling::table)
+        .values((
+            instance_scaling::instance_id.eq(id),
+            instance_scaling::scaling.eq(&value),
+        ))
+        .on_conflict(instance_scaling::instance_id)
+        .do_update()
+        .set((
+            instance_scaling::scaling.eq(&value),
+            instance_scaling::updated_at.eq(diesel::dsl::now),
+        ))
         .execute(conn)
         .await?;
     Ok(())

@@ -263,6 +263,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    instance_scaling (instance_id) {
+        instance_id -> Uuid,
+        scaling -> Jsonb,
+        updated_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(api_tokens -> accounts (account_id));
 diesel::joinable!(subscriptions -> instances (instance_id));
 diesel::joinable!(instances -> accounts (owner_id));

@@ -39,6 +39,8 @@ pub enum JobError {
     Archive(#[from] herd_portability::ArchiveError),
     #[error(transparent)]
     Billing(#[from] herd_billing::BillingError),
+    #[error("the instance's plan as scaled is refused: {0}")]
+    Plan(#[from] herd_core::plan::PlanError),
     /// The work cannot succeed however often it is tried (a refused import):
     /// the job ends without retries and its operation fails with this reason.
     #[error("{0}")]

@@ -19,7 +19,7 @@ use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::resource::{desired_resource, resource_name};
+use crate::resource::{desired_resource, effective_plan, resource_name};
 use crate::steps::StepRunner;
 use crate::worker::Slot;
 use crate::{InstanceJob, JobError, Services, restore, tenant_data};
@@ -42,13 +42,7 @@ pub async fn run(
     still_wanted(services, id).await?;
     steps.step("place", || place(services, id)).await?;
     let instance = load(services, id).await?;
-    let plan = {
-        let mut conn = services.conn().await?;
-        herd_db::plans::find_plan(&mut conn, &instance.plan_name)
-            .await?
-            .ok_or_else(|| JobError::MissingPlan(instance.plan_name.clone()))?
-            .plan
-    };
+    let plan = effective_plan(services, &instance).await?;
 
     steps.step("secrets", || keep_secrets(services, id)).await?;
     let secrets = services.stored_secrets(id).await?;
@@ -166,19 +160,27 @@ async fn keep_secrets(services: &Services, id: Uuid) -> Result<(), JobError> {
 }
 
 /// Writes the instance's resource to its cluster; the reconciler does the rest.
-pub(crate) async fn apply(services: &Services, instance: &Instance) -> Result<(), JobError> {
+async fn apply(services: &Services, instance: &Instance) -> Result<(), JobError> {
+    let resource = desired_resource(services, instance).await?;
+    apply_resource(services, instance, &resource).await
+}
+
+pub(crate) async fn apply_resource(
+    services: &Services,
+    instance: &Instance,
+    resource: &MastodonInstance,
+) -> Result<(), JobError> {
     let Some(cluster) = instance.cluster_id else {
         return Err(JobError::NotYet(format!(
             "instance {} is not placed yet",
             instance.id
         )));
     };
-    let resource = desired_resource(services, instance).await?;
     let api: Api<MastodonInstance> = Api::all(services.cluster_client(cluster).await?);
     api.patch(
         &resource_name(instance.id),
         &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&resource),
+        &Patch::Apply(resource),
     )
     .await?;
     Ok(())

@@ -21,6 +21,17 @@ pub fn installation_selector(installation: &str) -> String {
     format!("{LABEL_INSTALLATION}={installation}")
 }
 
+/// The instance's plan with the scaling an operator gave it on top.
+pub async fn effective_plan(services: &Services, instance: &Instance) -> Result<Plan, JobError> {
+    let mut conn = services.conn().await?;
+    let plan = herd_db::plans::find_plan(&mut conn, &instance.plan_name)
+        .await?
+        .ok_or_else(|| JobError::MissingPlan(instance.plan_name.clone()))?
+        .plan;
+    let scaling = herd_db::instances::load_scaling(&mut conn, instance.id).await?;
+    Ok(plan.scaled(&scaling)?)
+}
+
 /// The resource as it should be now: from the stored instance, its plan and
 /// the servers it was placed on.
 pub async fn desired_resource(
@@ -35,11 +46,8 @@ pub async fn desired_resource(
             instance.id
         )));
     };
+    let plan = effective_plan(services, instance).await?;
     let mut conn = services.conn().await?;
-    let plan = herd_db::plans::find_plan(&mut conn, &instance.plan_name)
-        .await?
-        .ok_or_else(|| JobError::MissingPlan(instance.plan_name.clone()))?
-        .plan;
     let database =
         herd_db::fleet::database_server_access(&mut conn, &services.sealer, database_server)
             .await?;

@@ -9,6 +9,7 @@ use herd_db::instances::Instance;
 use herd_db::jobs::JobId;
 use uuid::Uuid;
 
+use crate::resource::{desired_resource, effective_plan};
 use crate::steps::StepRunner;
 use crate::{InstanceJob, JobError, Services, provision, tenant_data};
 
@@ -39,13 +40,7 @@ async fn load(services: &Services, id: Uuid) -> Result<Instance, JobError> {
 async fn resize_data(services: &Services, id: Uuid) -> Result<(), JobError> {
     let instance = load(services, id).await?;
     let secrets = services.stored_secrets(id).await?;
-    let plan = {
-        let mut conn = services.conn().await?;
-        herd_db::plans::find_plan(&mut conn, &instance.plan_name)
-            .await?
-            .ok_or_else(|| JobError::MissingPlan(instance.plan_name.clone()))?
-            .plan
-    };
+    let plan = effective_plan(services, &instance).await?;
     tenant_data::ensure_database(
         services,
         &instance,
@@ -61,13 +56,11 @@ async fn resize_data(services: &Services, id: Uuid) -> Result<(), JobError> {
 /// this one read it, and the last apply must not be the older state.
 async fn apply_until_settled(services: &Services, id: Uuid) -> Result<(), JobError> {
     loop {
-        let before = load(services, id).await?;
-        provision::apply(services, &before).await?;
-        let after = load(services, id).await?;
-        if after.plan_name == before.plan_name
-            && (after.state == herd_core::lifecycle::InstanceState::Suspended)
-                == (before.state == herd_core::lifecycle::InstanceState::Suspended)
-        {
+        let instance = load(services, id).await?;
+        let applied = desired_resource(services, &instance).await?;
+        provision::apply_resource(services, &instance, &applied).await?;
+        let now = desired_resource(services, &load(services, id).await?).await?;
+        if now.spec == applied.spec {
             return Ok(());
         }
     }
