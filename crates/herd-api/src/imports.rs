@@ -136,6 +136,10 @@ async fn import(
             ),
         ));
     }
+    if archived_version < order.version {
+        herd_core::upgrade::check_jump(archived_version, order.version)
+            .map_err(|err| refused("unsupported_upgrade", err.to_string()))?;
+    }
 
     let filtered = checked.verified.env.filter();
     let secrets = secrets_with(&filtered.kept)?;

@@ -52,7 +52,7 @@ problem_response!(
 problem_response!(
     Unprocessable,
     422,
-    "`invalid_domain`, `invalid_email`, `invalid_version`, `unknown_plan`, `invalid_recipient`, `invalid_push_target`, `missing_field` (with `field` naming the member), `idempotency_key_reused`; imports: `invalid_archive`, `domain_mismatch`, `version_downgrade`, `invalid_url`; billing: `plan_not_for_sale`, `same_plan`"
+    "`invalid_domain`, `invalid_email`, `invalid_version`, `unknown_plan`, `invalid_recipient`, `invalid_push_target`, `missing_field` (with `field` naming the member), `idempotency_key_reused`; imports: `invalid_archive`, `domain_mismatch`, `version_downgrade`, `unsupported_upgrade`, `invalid_url`; billing: `plan_not_for_sale`, `same_plan`"
 );
 problem_response!(
     ServerError,

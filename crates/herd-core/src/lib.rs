@@ -14,4 +14,5 @@ pub mod scaling;
 pub mod secrets;
 pub mod spec;
 pub mod tenant;
+pub mod upgrade;
 pub mod version;

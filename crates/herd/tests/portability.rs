@@ -1067,6 +1067,21 @@ async fn hostile_uploads_are_refused_and_leave_nothing_behind() {
             "invalid_archive",
         ),
         (
+            "an archive two minor releases behind",
+            vec![(
+                "archive",
+                rewritten(&valid, |path, data| {
+                    if path != "manifest.json" {
+                        return data;
+                    }
+                    let mut manifest: Value = serde_json::from_slice(&data).unwrap();
+                    manifest["mastodon_version"] = json!("4.3.0");
+                    serde_json::to_vec(&manifest).unwrap()
+                }),
+            )],
+            "unsupported_upgrade",
+        ),
+        (
             "another server's archive",
             vec![("archive", archive_of("other.example.social", b"PGDMP"))],
             "domain_mismatch",
