@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use diesel_async::AsyncConnection;
+use futures::StreamExt;
 use herd_core::archive::{
     Consistency, ConsistencyMethod, DATABASE_PATH, Description, ENV_PATH, EnvFile, LeftOut,
     SYSTEM_DIR,
@@ -235,6 +236,7 @@ async fn write_archive(
         mtime: u64::try_from(created_at.timestamp()).unwrap_or_default(),
     };
     let runtime = tokio::runtime::Handle::current();
+    let mut fetched = fetch_ahead(media, objects);
     let written = plain_path.clone();
     blocking(move || {
         let output = BufWriter::new(std::fs::File::create(&written).map_err(scratch_error)?);
@@ -243,14 +245,19 @@ async fn write_archive(
         let dump = std::fs::File::open(&dump_path).map_err(scratch_error)?;
         writer.add_file(DATABASE_PATH, dump_size, dump)?;
         writer.add_bytes(ENV_PATH, environment.render().as_bytes())?;
-        for object in objects {
-            // An object deleted since the listing went with a status
-            // deleted after the snapshot: nothing refers to it any more.
-            let Some((size, body)) = runtime.block_on(get_if_present(&media, &object.key))? else {
+        while let Some(object) = fetched.blocking_recv() {
+            let Some((key, body)) = object? else {
                 continue;
             };
-            let body = SyncIoBridge::new_with_handle(body, runtime.clone());
-            writer.add_file(&format!("{SYSTEM_DIR}/{}", object.key), size, body)?;
+            let path = format!("{SYSTEM_DIR}/{key}");
+            match body {
+                Fetched::Whole(bytes) => writer.add_bytes(&path, &bytes)?,
+                Fetched::Streaming(size, body) => writer.add_file(
+                    &path,
+                    size,
+                    SyncIoBridge::new_with_handle(body, runtime.clone()),
+                )?,
+            };
         }
         let (_, output) = writer.finish(description)?;
         let file = output
@@ -297,12 +304,55 @@ async fn write_archive(
     })
 }
 
-async fn get_if_present(
-    store: &ObjectStore,
-    key: &str,
-) -> Result<Option<(u64, impl tokio::io::AsyncRead + Unpin + use<>)>, JobError> {
-    match store.get_reader(key).await {
-        Ok(found) => Ok(Some(found)),
+/// Objects fetched while earlier ones are written: one GET at a time would
+/// spend most of an export waiting for the store's answers.
+const FETCHES_IN_FLIGHT: usize = 16;
+/// Objects up to this size are read whole; larger ones stream when their
+/// turn comes. With the fetches in flight, bounds the memory held.
+const WHOLE_OBJECT_BYTES: u64 = 1024 * 1024;
+
+/// An object's content as the writer takes it.
+enum Fetched {
+    Whole(bytes::Bytes),
+    Streaming(u64, Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+}
+
+/// The objects' contents in listing order, fetched ahead on the runtime.
+/// An object deleted since the listing comes as `None`: it went with a
+/// status deleted after the snapshot, and nothing refers to it any more.
+fn fetch_ahead(
+    media: ObjectStore,
+    objects: Vec<herd_tenancy::StoredObject>,
+) -> tokio::sync::mpsc::Receiver<Result<Option<(String, Fetched)>, JobError>> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(FETCHES_IN_FLIGHT);
+    tokio::spawn(async move {
+        let mut fetches = futures::stream::iter(objects)
+            .map(|object| fetch(media.clone(), object))
+            .buffered(FETCHES_IN_FLIGHT);
+        while let Some(fetched) = fetches.next().await {
+            let failed = fetched.is_err();
+            if sender.send(fetched).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+async fn fetch(
+    media: ObjectStore,
+    object: herd_tenancy::StoredObject,
+) -> Result<Option<(String, Fetched)>, JobError> {
+    let fetched = if object.size <= WHOLE_OBJECT_BYTES {
+        media.get(&object.key).await.map(Fetched::Whole)
+    } else {
+        media
+            .get_reader(&object.key)
+            .await
+            .map(|(size, body)| Fetched::Streaming(size, Box::new(body)))
+    };
+    match fetched {
+        Ok(body) => Ok(Some((object.key, body))),
         Err(herd_tenancy::TenancyError::Rejected { status: 404, .. }) => Ok(None),
         Err(err) => Err(err.into()),
     }
