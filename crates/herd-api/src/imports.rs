@@ -443,13 +443,8 @@ async fn blocking(
 /// instead: the old server's keys, so sessions, two-factor secrets, push
 /// subscriptions and encrypted columns keep working.
 fn secrets_with(kept: &EnvFile) -> Result<BTreeMap<String, String>, Problem> {
-    let mut failed = false;
-    let mut secrets = herd_core::secrets::generate(&mut |buffer: &mut [u8]| {
-        failed |= getrandom::fill(buffer).is_err();
-    });
-    if failed {
-        return Err(Problem::internal(&"the random number generator failed"));
-    }
+    let mut secrets = herd_jobs::with_os_random(herd_core::secrets::generate)
+        .map_err(|err| Problem::internal(&err))?;
     secrets.extend(
         kept.entries()
             .map(|(key, value)| (key.to_owned(), value.to_owned())),

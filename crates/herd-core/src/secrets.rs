@@ -27,22 +27,13 @@ const ALPHANUMERIC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 /// Everything secret an instance needs, from `random`, a source of uniformly
 /// random bytes (the operating system's in production).
 pub fn generate(random: &mut dyn FnMut(&mut [u8])) -> BTreeMap<String, String> {
-    let mut hex = |bytes: usize| {
-        let mut buffer = vec![0u8; bytes];
-        random(&mut buffer);
-        buffer
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
     let mut secrets = BTreeMap::new();
-    secrets.insert(SECRET_KEY_BASE.to_owned(), hex(64));
-    secrets.insert(DB_PASS.to_owned(), hex(32));
-    secrets.insert(REDIS_PASSWORD.to_owned(), hex(32));
-    // Garage accepts imported keys of this shape, so the key can be created
-    // idempotently from the stored value instead of being minted by the store.
-    secrets.insert(AWS_ACCESS_KEY_ID.to_owned(), format!("GK{}", hex(12)));
-    secrets.insert(AWS_SECRET_ACCESS_KEY.to_owned(), hex(32));
+    secrets.insert(SECRET_KEY_BASE.to_owned(), hex(random, 64));
+    secrets.insert(DB_PASS.to_owned(), hex(random, 32));
+    secrets.insert(REDIS_PASSWORD.to_owned(), hex(random, 32));
+    let (access_key_id, secret_access_key) = s3_access_key(random);
+    secrets.insert(AWS_ACCESS_KEY_ID.to_owned(), access_key_id);
+    secrets.insert(AWS_SECRET_ACCESS_KEY.to_owned(), secret_access_key);
     for key in [AR_DETERMINISTIC_KEY, AR_KEY_DERIVATION_SALT, AR_PRIMARY_KEY] {
         secrets.insert(key.to_owned(), alphanumeric(random, 32));
     }
@@ -50,6 +41,20 @@ pub fn generate(random: &mut dyn FnMut(&mut [u8])) -> BTreeMap<String, String> {
     secrets.insert(VAPID_PRIVATE_KEY.to_owned(), private);
     secrets.insert(VAPID_PUBLIC_KEY.to_owned(), public);
     secrets
+}
+
+/// An S3 access key id and secret. Garage accepts imported keys of this
+/// shape, so a key can be created idempotently from the stored value instead
+/// of being minted by the store.
+pub fn s3_access_key(random: &mut dyn FnMut(&mut [u8])) -> (String, String) {
+    (format!("GK{}", hex(random, 12)), hex(random, 32))
+}
+
+/// `bytes` random bytes as lowercase hex.
+fn hex(random: &mut dyn FnMut(&mut [u8]), bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    random(&mut buffer);
+    buffer.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Like `rails db:encryption:init`: letters and digits, without modulo bias.

@@ -103,16 +103,12 @@ impl Archives {
     }
 
     fn propose_bucket(&self) -> Result<ArchiveBucket, JobError> {
-        let random = |bytes: usize| -> Result<String, JobError> {
-            let mut buffer = vec![0u8; bytes];
-            getrandom::fill(&mut buffer).map_err(|_| JobError::Random)?;
-            Ok(buffer.iter().map(|b| format!("{b:02x}")).collect())
-        };
+        let (access_key_id, secret_access_key) =
+            crate::with_os_random(herd_core::secrets::s3_access_key)?;
         Ok(ArchiveBucket {
             bucket: format!("herd-archives-{}", self.installation),
-            // The shape Garage accepts for imported keys, as for tenants' keys.
-            access_key_id: format!("GK{}", random(12)?),
-            secret_access_key: random(32)?,
+            access_key_id,
+            secret_access_key,
         })
     }
 

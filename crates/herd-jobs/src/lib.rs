@@ -41,6 +41,21 @@ pub mod kinds {
     pub use crate::update::KIND as UPDATE_INSTANCE;
 }
 
+/// Runs a generator of herd-core (which takes its randomness as an argument,
+/// to stay pure) on the operating system's random source.
+pub fn with_os_random<T>(
+    generate: impl FnOnce(&mut dyn FnMut(&mut [u8])) -> T,
+) -> Result<T, JobError> {
+    let mut failed = false;
+    let generated = generate(&mut |buffer: &mut [u8]| {
+        failed |= getrandom::fill(buffer).is_err();
+    });
+    if failed {
+        return Err(JobError::Random);
+    }
+    Ok(generated)
+}
+
 /// The payload of every instance job.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct InstanceJob {

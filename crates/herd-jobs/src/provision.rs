@@ -147,13 +147,7 @@ async fn place(services: &Services, id: Uuid) -> Result<(), JobError> {
 }
 
 async fn keep_secrets(services: &Services, id: Uuid) -> Result<(), JobError> {
-    let mut failed = false;
-    let generated = herd_core::secrets::generate(&mut |buffer: &mut [u8]| {
-        failed |= getrandom::fill(buffer).is_err();
-    });
-    if failed {
-        return Err(JobError::Random);
-    }
+    let generated = crate::with_os_random(herd_core::secrets::generate)?;
     let mut conn = services.conn().await?;
     herd_db::instances::keep_secrets(&mut conn, &services.sealer, id, &generated).await?;
     Ok(())
