@@ -551,26 +551,12 @@ pub async fn change_plan(
     conn.transaction(async |conn| {
         instances::set_plan(conn, id, plan).await?;
         instances::set_scaling(conn, id, &Scaling::default()).await?;
-        let instance = instances::transition(conn, id, &LifecycleEvent::UpdateStarted).await?;
-        let operation =
-            herd_jobs::billing::start_update(conn, id, "resize", Some(principal.0.account_id))
-                .await?;
-        let facts = json!({
-            "instance_id": id,
-            "operation_id": operation.id,
-            "from": previous,
-            "plan": plan,
-        });
-        outbox::publish(conn, "instance.plan_changed", facts.clone()).await?;
-        audit::record(
+        let (instance, operation) = herd_jobs::changes::start(
             conn,
-            AuditEntry {
-                actor: Actor::Account(principal.0),
-                action: "instance.plan_change",
-                object_kind: "instance",
-                object_id: id.to_string(),
-                details: facts,
-            },
+            id,
+            &herd_jobs::changes::RESIZE,
+            Actor::Account(principal.0),
+            json!({ "from": previous, "plan": plan }),
         )
         .await?;
         Ok::<_, Problem>(accepted(instance, operation))
@@ -593,17 +579,16 @@ pub async fn suspension(
     operators_only(principal)?;
     let mut conn = state.connection().await?;
     conn.transaction(async |conn| {
-        let instance = instances::find_instance(conn, &principal.0, id)
+        instances::find_instance(conn, &principal.0, id)
             .await?
             .ok_or_else(Problem::not_found)?;
-        let actor = Actor::Account(principal.0);
-        let operation = match change {
-            Suspension::Suspend => herd_jobs::suspension::suspend(conn, id, actor, json!({})).await,
-            Suspension::Resume => herd_jobs::suspension::resume(conn, id, actor, json!({})).await,
-        }?;
-        let instance = instances::load_instance(conn, instance.id)
-            .await?
-            .ok_or_else(Problem::not_found)?;
+        let change = match change {
+            Suspension::Suspend => &herd_jobs::changes::SUSPEND,
+            Suspension::Resume => &herd_jobs::changes::RESUME,
+        };
+        let (instance, operation) =
+            herd_jobs::changes::start(conn, id, change, Actor::Account(principal.0), json!({}))
+                .await?;
         Ok::<_, Problem>(accepted(instance, operation))
     })
     .await
@@ -637,25 +622,12 @@ pub async fn scale(
             )
         })?;
         instances::set_scaling(conn, id, &scaling).await?;
-        let instance = instances::transition(conn, id, &LifecycleEvent::UpdateStarted).await?;
-        let operation =
-            herd_jobs::billing::start_update(conn, id, "scale", Some(principal.0.account_id))
-                .await?;
-        let facts = json!({
-            "instance_id": id,
-            "operation_id": operation.id,
-            "scaling": scaling,
-        });
-        outbox::publish(conn, "instance.scaled", facts.clone()).await?;
-        audit::record(
+        let (instance, operation) = herd_jobs::changes::start(
             conn,
-            AuditEntry {
-                actor: Actor::Account(principal.0),
-                action: "instance.scale",
-                object_kind: "instance",
-                object_id: id.to_string(),
-                details: facts,
-            },
+            id,
+            &herd_jobs::changes::SCALE,
+            Actor::Account(principal.0),
+            json!({ "scaling": scaling }),
         )
         .await?;
         Ok::<_, Problem>(accepted(instance, operation))

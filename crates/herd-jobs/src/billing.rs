@@ -22,7 +22,6 @@ use herd_core::lifecycle::InstanceState;
 use herd_db::audit::{Actor, AuditEntry};
 use herd_db::billing::StripeEvent;
 use herd_db::jobs::NewJob;
-use herd_db::operations::{NewOperation, Operation};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -48,7 +47,8 @@ pub const HANDLED_EVENTS: &[&str] = &[
 /// Attempts of an event's job: Stripe itself retries for days, Herd's own
 /// attempts only need to outlast a restart of the database.
 const EVENT_ATTEMPTS: i32 = 10;
-const UPDATE_ATTEMPTS: i32 = 10;
+/// Attempts of a paid order's provisioning, as for any order.
+const PROVISION_ATTEMPTS: i32 = 10;
 /// How often suspended instances are checked against the retention period.
 const RETENTION_SWEEP: Duration = Duration::from_secs(30);
 
@@ -308,7 +308,14 @@ async fn entitled(
         (Entitlement::Serve, InstanceState::Pending) => start_provisioning(conn, instance_id).await,
         (Entitlement::Serve, InstanceState::Suspended) => {
             herd_db::billing::set_suspended_at(conn, instance_id, None).await?;
-            crate::suspension::resume(conn, instance_id, Actor::System("billing"), facts).await?;
+            crate::changes::start(
+                conn,
+                instance_id,
+                &crate::changes::RESUME,
+                Actor::System("billing"),
+                facts,
+            )
+            .await?;
             Ok(())
         }
         (Entitlement::ServeWithWarning, _) => {
@@ -320,7 +327,14 @@ async fn entitled(
             InstanceState::Running | InstanceState::Updating | InstanceState::Failed { .. },
         ) => {
             herd_db::billing::set_suspended_at(conn, instance_id, Some(Utc::now())).await?;
-            crate::suspension::suspend(conn, instance_id, Actor::System("billing"), facts).await?;
+            crate::changes::start(
+                conn,
+                instance_id,
+                &crate::changes::SUSPEND,
+                Actor::System("billing"),
+                facts,
+            )
+            .await?;
             Ok(())
         }
         _ => Ok(()),
@@ -369,51 +383,12 @@ async fn start_provisioning(
             })
             .expect("a job payload always serialises"),
             dedupe_key: Some(&format!("provision:{instance_id}")),
-            max_attempts: UPDATE_ATTEMPTS,
+            max_attempts: PROVISION_ATTEMPTS,
         },
     )
     .await?;
     herd_db::operations::set_job(conn, operation_id, job.0).await?;
     Ok(())
-}
-
-/// Queues the job that brings an instance's workloads and data services to
-/// what its record says now (suspended or not, its plan), as an operation of
-/// `kind`, in the caller's transaction.
-pub async fn start_update(
-    conn: &mut AsyncPgConnection,
-    instance_id: Uuid,
-    kind: &str,
-    started_by: Option<Uuid>,
-) -> Result<Operation, JobError> {
-    let operation_id = Uuid::now_v7();
-    let job = herd_db::jobs::enqueue(
-        conn,
-        NewJob {
-            kind: crate::update::KIND,
-            payload: serde_json::to_value(InstanceJob {
-                instance_id,
-                operation_id,
-                archive: None,
-            })
-            .expect("a job payload always serialises"),
-            dedupe_key: Some(&format!("update:{operation_id}")),
-            max_attempts: UPDATE_ATTEMPTS,
-        },
-    )
-    .await?;
-    Ok(herd_db::operations::create_operation(
-        conn,
-        NewOperation {
-            id: operation_id,
-            instance_id,
-            kind,
-            steps: crate::update::STEPS,
-            started_by,
-            job_id: Some(job.0),
-        },
-    )
-    .await?)
 }
 
 /// Starts the final export of every instance suspended past the retention

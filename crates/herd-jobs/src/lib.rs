@@ -7,6 +7,7 @@
 pub mod archives;
 mod backend;
 pub mod billing;
+pub mod changes;
 mod delete;
 mod error;
 mod expiry;
@@ -18,7 +19,6 @@ pub mod resource;
 mod restore;
 mod services;
 mod steps;
-pub mod suspension;
 mod tenant_data;
 mod update;
 mod worker;

@@ -1,0 +1,114 @@
+//! Changes of a live instance: a plan change, a scaling by hand, a
+//! suspension or resumption, by an operator, a customer or billing. Each is
+//! one path: the state change, an operation with the `update_instance` job
+//! that brings workloads and data services to the record, an event and an
+//! audit entry, all in the caller's transaction (after it changed the record).
+
+use diesel_async::AsyncPgConnection;
+use herd_core::lifecycle::LifecycleEvent;
+use herd_db::audit::{Actor, AuditEntry};
+use herd_db::instances::Instance;
+use herd_db::jobs::NewJob;
+use herd_db::operations::{NewOperation, Operation};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::{InstanceJob, JobError};
+
+/// Enough to ride out a cluster or database restart under backoff.
+const ATTEMPTS: i32 = 10;
+
+/// One kind of change: what it does to the state, and how it is named.
+pub struct Change {
+    event: LifecycleEvent,
+    operation_kind: &'static str,
+    topic: &'static str,
+    audit_action: &'static str,
+}
+
+pub const RESIZE: Change = Change {
+    event: LifecycleEvent::UpdateStarted,
+    operation_kind: "resize",
+    topic: "instance.plan_changed",
+    audit_action: "instance.plan_change",
+};
+pub const SCALE: Change = Change {
+    event: LifecycleEvent::UpdateStarted,
+    operation_kind: "scale",
+    topic: "instance.scaled",
+    audit_action: "instance.scale",
+};
+/// The workloads scaled to zero with every byte of data kept.
+pub const SUSPEND: Change = Change {
+    event: LifecycleEvent::Suspended,
+    operation_kind: "suspend",
+    topic: "instance.suspended",
+    audit_action: "instance.suspend",
+};
+pub const RESUME: Change = Change {
+    event: LifecycleEvent::ResumeStarted,
+    operation_kind: "resume",
+    topic: "instance.resumed",
+    audit_action: "instance.resume",
+};
+
+/// Starts `change` of the instance; returns it as it is now, and the operation.
+pub async fn start(
+    conn: &mut AsyncPgConnection,
+    instance_id: Uuid,
+    change: &Change,
+    actor: Actor,
+    details: Value,
+) -> Result<(Instance, Operation), JobError> {
+    let instance = herd_db::instances::transition(conn, instance_id, &change.event).await?;
+    let started_by = match &actor {
+        Actor::Account(principal) => Some(principal.account_id),
+        Actor::System(_) => None,
+    };
+    let operation_id = Uuid::now_v7();
+    let job = herd_db::jobs::enqueue(
+        conn,
+        NewJob {
+            kind: crate::update::KIND,
+            payload: serde_json::to_value(InstanceJob {
+                instance_id,
+                operation_id,
+                archive: None,
+            })
+            .expect("a job payload always serialises"),
+            dedupe_key: Some(&format!("update:{operation_id}")),
+            max_attempts: ATTEMPTS,
+        },
+    )
+    .await?;
+    let operation = herd_db::operations::create_operation(
+        conn,
+        NewOperation {
+            id: operation_id,
+            instance_id,
+            kind: change.operation_kind,
+            steps: crate::update::STEPS,
+            started_by,
+            job_id: Some(job.0),
+        },
+    )
+    .await?;
+    let facts = json!({
+        "instance_id": instance_id,
+        "operation_id": operation_id,
+        "details": details,
+    });
+    herd_db::outbox::publish(conn, change.topic, facts.clone()).await?;
+    herd_db::audit::record(
+        conn,
+        AuditEntry {
+            actor,
+            action: change.audit_action,
+            object_kind: "instance",
+            object_id: instance_id.to_string(),
+            details: facts,
+        },
+    )
+    .await?;
+    Ok((instance, operation))
+}
