@@ -42,17 +42,9 @@ fn serve_billing(
     )
 }
 
-async fn sql(installation: &Installation) -> tokio_postgres::Client {
-    let (client, connection) =
-        tokio_postgres::connect(&installation.database_url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    client
-}
-
 async fn count(installation: &Installation, query: &str) -> i64 {
-    sql(installation)
+    installation
+        .sql()
         .await
         .query_one(query, &[])
         .await

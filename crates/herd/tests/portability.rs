@@ -421,11 +421,7 @@ async fn an_export_killed_mid_way_completes_after_a_restart_and_verifies() {
 
     // Once its time is up, an export's archive is deleted.
     let owner = installation.api(&owner_email, "customer");
-    let (client, connection) =
-        tokio_postgres::connect(&installation.database_url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let client = installation.sql().await;
     let expiring: String = client
         .query_one(
             "UPDATE exports SET expires_at = now() - interval '1 minute' \
@@ -542,11 +538,7 @@ async fn delete_instance(api: &Api, instance: &str) {
 /// Takes a database server out of placement, as an operator does before
 /// retiring it; its instances stay where they are.
 async fn drain_database_server(installation: &Installation, id: uuid::Uuid) {
-    let (client, connection) =
-        tokio_postgres::connect(&installation.database_url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let client = installation.sql().await;
     let drained = client
         .execute(
             "UPDATE database_servers SET state = 'draining' WHERE id::text = $1",
@@ -923,11 +915,7 @@ async fn dump_with_c_function() -> Vec<u8> {
 }
 
 async fn instances_with_domain(installation: &Installation, domain: &str) -> Vec<(String, String)> {
-    let (client, connection) =
-        tokio_postgres::connect(&installation.database_url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let client = installation.sql().await;
     client
         .query(
             "SELECT id::text, state FROM instances WHERE domain = $1",

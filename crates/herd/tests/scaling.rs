@@ -99,11 +99,7 @@ async fn an_operators_scaling_reaches_replicas_threads_and_quota() {
     }
     assert_ne!(quota_cpu(&instance).await, cpu_before, "the quota follows");
 
-    let (client, connection) =
-        tokio_postgres::connect(&installation.database_url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let client = installation.sql().await;
     let audited: i64 = client
         .query_one(
             "SELECT count(*) FROM audit_log WHERE action = 'instance.scale'",

@@ -188,6 +188,16 @@ impl Installation {
         })
     }
 
+    /// A connection to the installation's own database, for checks of what Herd recorded.
+    pub async fn sql(&self) -> tokio_postgres::Client {
+        let (client, connection) =
+            tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls)
+                .await
+                .expect("connection to the installation's database");
+        tokio::spawn(connection);
+        client
+    }
+
     pub fn token(&self, email: &str, role: &str) -> String {
         self.run(&["token", "create", "--email", email, "--role", role], &[])
     }
