@@ -30,6 +30,14 @@ async fn stored(conn: &mut AsyncPgConnection, id: JobId) -> jobs::Job {
 
 const LEASE: Duration = Duration::from_secs(60);
 
+/// Whether `worker` still held `job` and renewed its lease.
+async fn renew(conn: &mut AsyncPgConnection, job: JobId, worker: &str, lease: Duration) -> bool {
+    jobs::heartbeat(conn, &[(job, worker.to_owned())], lease)
+        .await
+        .expect("heartbeat")
+        .contains(&job)
+}
+
 /// What `worker` is handed when it asks for a job of `kind` under the usual lease.
 async fn claim(conn: &mut AsyncPgConnection, worker: &str, kind: &str) -> Option<jobs::ClaimedJob> {
     jobs::claim(conn, worker, &[kind], LEASE)
@@ -146,9 +154,7 @@ async fn an_expired_lease_lets_another_worker_take_over() {
         "a job under a live lease was handed out again"
     );
     assert!(
-        jobs::heartbeat(&mut first, id, "worker-a", short)
-            .await
-            .expect("heartbeat"),
+        renew(&mut first, id, "worker-a", short).await,
         "the holder could not renew its lease"
     );
 
@@ -160,9 +166,7 @@ async fn an_expired_lease_lets_another_worker_take_over() {
     assert_eq!((taken.id, taken.attempts), (id, 2));
 
     assert!(
-        !jobs::heartbeat(&mut first, id, "worker-a", LEASE)
-            .await
-            .expect("heartbeat"),
+        !renew(&mut first, id, "worker-a", LEASE).await,
         "the old holder renewed a lease it lost"
     );
     let err = jobs::complete(&mut first, id, "worker-a")
@@ -180,11 +184,15 @@ async fn an_expired_lease_lets_another_worker_take_over() {
     let job = stored(&mut second, id).await;
     assert_eq!(job.state, JobState::Running);
     assert_eq!(job.locked_by.as_deref(), Some("worker-b"));
-    assert!(
-        jobs::heartbeat(&mut second, id, "worker-b", LEASE)
-            .await
-            .expect("heartbeat")
-    );
+    // One renewal for several holders renews only the pairs that hold.
+    let renewed = jobs::heartbeat(
+        &mut second,
+        &[(id, "worker-a".to_owned()), (id, "worker-b".to_owned())],
+        LEASE,
+    )
+    .await
+    .expect("heartbeat");
+    assert_eq!(renewed, [id].into());
     jobs::complete(&mut second, id, "worker-b")
         .await
         .expect("the new holder completes");

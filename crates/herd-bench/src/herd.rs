@@ -14,7 +14,8 @@ use crate::cluster::Requests;
 use crate::installation::{Api, Installation};
 use crate::{ProvisionArgs, round};
 
-const POLL: Duration = Duration::from_millis(500);
+/// Listing a thousand instances is itself load; once a second is enough.
+const POLL: Duration = Duration::from_secs(1);
 
 pub struct HerdResult {
     pub version: String,
@@ -23,6 +24,8 @@ pub struct HerdResult {
     pub seconds: f64,
     pub instances_per_second: f64,
     pub peak_rss_mib: f64,
+    /// Polls answered 503 while the instances were provisioned.
+    pub unavailable_answers: u32,
     requests: Value,
 }
 
@@ -36,22 +39,31 @@ impl HerdResult {
             "seconds_until_all_running": round(self.seconds),
             "instances_per_second": round(self.instances_per_second),
             "peak_rss_mib": self.peak_rss_mib,
+            "unavailable_answers": self.unavailable_answers,
             "apiserver_requests": self.requests,
         })
     }
 }
 
-/// How many instances are in each state.
-async fn states(api: &Api) -> anyhow::Result<HashMap<String, usize>> {
-    let list = api
-        .call(api.request(Method::GET, "/api/v1/instances"), 200)
-        .await?;
+/// How many instances are in each state; `None` when Herd answered 503 (a
+/// moment without a free database connection), which a poller simply retries.
+async fn states(api: &Api) -> anyhow::Result<Option<HashMap<String, usize>>> {
+    let response = api.request(Method::GET, "/api/v1/instances").send().await?;
+    if response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+        return Ok(None);
+    }
+    let code = response.status().as_u16();
+    let text = response.text().await?;
+    if code != 200 {
+        bail!("expected 200, got {code}: {text}");
+    }
+    let list: Value = serde_json::from_str(&text)?;
     let mut states = HashMap::new();
     for instance in list["instances"].as_array().into_iter().flatten() {
         let state = instance["state"].as_str().unwrap_or("unknown").to_owned();
         *states.entry(state).or_insert(0) += 1;
     }
-    Ok(states)
+    Ok(Some(states))
 }
 
 pub async fn run(args: &ProvisionArgs, deadline: Duration) -> anyhow::Result<HerdResult> {
@@ -80,8 +92,13 @@ pub async fn run(args: &ProvisionArgs, deadline: Duration) -> anyhow::Result<Her
     let ordering_seconds = started.elapsed().as_secs_f64();
 
     let mut last_report = Instant::now();
+    let mut unavailable_answers = 0;
     loop {
-        let states = states(&api).await?;
+        let Some(states) = states(&api).await? else {
+            unavailable_answers += 1;
+            tokio::time::sleep(POLL).await;
+            continue;
+        };
         let running = states.get("running").copied().unwrap_or(0);
         if running == args.instances {
             break;
@@ -120,6 +137,7 @@ pub async fn run(args: &ProvisionArgs, deadline: Duration) -> anyhow::Result<Her
         seconds,
         instances_per_second: args.instances as f64 / seconds,
         peak_rss_mib,
+        unavailable_answers,
         requests: after.since(&before, args.instances),
     })
 }

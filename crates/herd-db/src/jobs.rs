@@ -11,6 +11,7 @@
 //! database's clock, never the worker's, so leases mean the same to every
 //! Herd process whatever their clocks say.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -22,10 +23,10 @@ use diesel::expression::AsExpression;
 use diesel::pg::data_types::PgInterval;
 use diesel::pg::{Pg, PgValue};
 use diesel::serialize::{self, Output, ToSql};
-use diesel::sql_types::{Text, Timestamptz};
+use diesel::sql_types::{Array, Text, Timestamptz};
 use diesel::{
     BoolExpressionMethods, ExpressionMethods, IntoSql, NullableExpressionMethods,
-    OptionalExtension, QueryDsl, Queryable, Selectable, SelectableHelper,
+    OptionalExtension, QueryDsl, Queryable, QueryableByName, Selectable, SelectableHelper,
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde_json::Value;
@@ -306,19 +307,37 @@ pub async fn claim(
     .await
 }
 
-/// Extends the lease of a job `worker_id` holds to `lease` from now. False
-/// when the worker no longer holds the job and must stop working on it.
+#[derive(QueryableByName)]
+struct RenewedRow {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    id: Uuid,
+}
+
+/// Extends the leases of the jobs in `held`, each by the worker it names, to
+/// `lease` from now, in one statement. Returns the jobs renewed: a job left
+/// out is no longer held by its worker, which must stop working on it.
 pub async fn heartbeat(
     conn: &mut AsyncPgConnection,
-    job_id: JobId,
-    worker_id: &str,
+    held: &[(JobId, String)],
     lease: Duration,
-) -> Result<bool, DbError> {
-    let renewed = diesel::update(held(job_id, worker_id))
-        .set(jobs::locked_until.eq((now.into_sql::<Timestamptz>() + interval(lease)).nullable()))
-        .execute(conn)
-        .await?;
-    Ok(renewed == 1)
+) -> Result<HashSet<JobId>, DbError> {
+    let (ids, workers): (Vec<Uuid>, Vec<&str>) = held
+        .iter()
+        .map(|(job, worker)| (job.0, worker.as_str()))
+        .unzip();
+    let renewed: Vec<RenewedRow> = diesel::sql_query(
+        "UPDATE jobs SET locked_until = now() + $3 \
+         FROM unnest($1::uuid[], $2::text[]) AS held(id, worker) \
+         WHERE jobs.id = held.id AND jobs.locked_by = held.worker AND jobs.state = $4 \
+         RETURNING jobs.id",
+    )
+    .bind::<Array<diesel::sql_types::Uuid>, _>(ids)
+    .bind::<Array<Text>, _>(workers)
+    .bind::<diesel::sql_types::Interval, _>(interval(lease))
+    .bind::<Text, _>(JobState::Running.as_str())
+    .get_results(conn)
+    .await?;
+    Ok(renewed.into_iter().map(|row| JobId(row.id)).collect())
 }
 
 /// Marks a job `worker_id` holds as succeeded.

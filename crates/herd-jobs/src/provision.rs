@@ -27,8 +27,9 @@ use crate::{InstanceJob, JobError, Services, restore, tenant_data};
 pub const KIND: &str = "provision_instance";
 
 /// The reconciler of this process wakes the wait as soon as it marks the
-/// instance running; the recheck covers a reconciler in another process.
-const READY_RECHECK: Duration = Duration::from_secs(5);
+/// instance running; the recheck covers a reconciler in another process, and
+/// is rare because a thousand waiting jobs recheck together.
+const READY_RECHECK: Duration = Duration::from_secs(30);
 
 pub async fn run(
     services: &Services,

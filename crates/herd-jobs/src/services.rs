@@ -13,6 +13,7 @@ use crate::JobError;
 use crate::archives::Archives;
 use crate::billing::BillingSettings;
 use crate::faults::Faults;
+use crate::leases::Leases;
 
 /// What the operations work with: the database, the sealing key, and a client
 /// per fleet cluster.
@@ -30,6 +31,7 @@ pub struct Services {
     pub ready_timeout: Duration,
     /// Wakes the jobs waiting for an instance the reconciler marked running.
     pub(crate) ready: ReadySignals,
+    pub(crate) leases: Leases,
     pub archives: Arc<Archives>,
     /// Stripe and what billing needs; `None` when billing is off.
     pub billing: Option<Arc<BillingSettings>>,
@@ -56,6 +58,7 @@ impl Services {
             lease: Duration::from_secs(30),
             ready_timeout: Duration::from_secs(300),
             ready: ReadySignals::default(),
+            leases: Leases::default(),
             clusters: Mutex::new(HashMap::new()),
         }
     }

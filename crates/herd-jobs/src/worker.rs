@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::{InstanceJob, JobError, Services, billing, delete, export, provision, update};
+use crate::{InstanceJob, JobError, Services, billing, delete, export, leases, provision, update};
 
 const KINDS: [&str; 5] = [
     provision::KIND,
@@ -110,51 +110,17 @@ async fn execute_in_span(
     job: ClaimedJob,
     mut slot: Slot,
 ) {
-    let lost = CancellationToken::new();
-    let heartbeat = tokio::spawn(keep_lease(
-        services.clone(),
-        worker_id.to_owned(),
-        job.id,
-        lost.clone(),
-    ));
+    let lease = leases::hold(services, job.id, worker_id);
     let outcome = tokio::select! {
         outcome = dispatch(services, &job, &mut slot) => outcome,
-        () = lost.cancelled() => {
+        () = lease.lost.cancelled() => {
             tracing::warn!("lease lost; another worker owns the job now");
-            heartbeat.abort();
             return;
         }
     };
-    heartbeat.abort();
+    drop(lease);
     if let Err(err) = record_outcome(services, worker_id, &job, outcome).await {
         tracing::error!(error = %err, "cannot record the job's outcome; its lease will expire and it will run again");
-    }
-}
-
-async fn keep_lease(
-    services: Arc<Services>,
-    worker_id: String,
-    job: herd_db::jobs::JobId,
-    lost: CancellationToken,
-) {
-    // Three renewals per lease: one lost renewal never costs the job.
-    let mut ticks = tokio::time::interval(services.lease / 3);
-    ticks.tick().await;
-    loop {
-        ticks.tick().await;
-        let held = match services.conn().await {
-            Ok(mut conn) => {
-                herd_db::jobs::heartbeat(&mut conn, job, &worker_id, services.lease).await
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot renew the lease");
-                continue;
-            }
-        };
-        if let Ok(false) = held {
-            lost.cancel();
-            return;
-        }
     }
 }
 
