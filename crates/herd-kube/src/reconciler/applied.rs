@@ -46,14 +46,16 @@ impl ChildKey {
 }
 
 /// A child as the API server answered the write: the object a watch must
-/// show before its status is worth reading.
+/// show before its status is worth reading, and the digest of what was
+/// written, so a change of the desired set writes only the children it changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Written {
     pub uid: String,
     pub generation: Option<i64>,
+    pub digest: u64,
 }
 
-/// One full pass over an instance that succeeded.
+/// One pass over an instance that succeeded.
 #[derive(Debug)]
 pub(crate) struct Applied {
     /// Of the desired set, see [`desired_hash`].
@@ -63,28 +65,56 @@ pub(crate) struct Applied {
     pub children: HashMap<ChildKey, Written>,
 }
 
-/// A digest of everything the builders produced, secrets included, so any
-/// change to what should be in the cluster calls for a full pass. Never
-/// leaves the process, so the hasher need not be stable across versions.
+/// A digest of one child as the builders produced it, secrets included.
+/// Never leaves the process, so the hasher need not be stable across versions.
+pub(crate) fn child_digest(child: &Child) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    child.resource.api_version.hash(&mut hasher);
+    child.resource.kind.hash(&mut hasher);
+    serde_json::to_vec(&child.object)
+        .expect("a built child always serialises")
+        .hash(&mut hasher);
+    hasher.finish()
+}
+
+/// A digest of everything the builders produced, so any change to what
+/// should be in the cluster is noticed.
 pub(crate) fn desired_hash(children: &[Child]) -> u64 {
     let mut hasher = DefaultHasher::new();
     for child in children {
-        child.resource.api_version.hash(&mut hasher);
-        child.resource.kind.hash(&mut hasher);
-        serde_json::to_vec(&child.object)
-            .expect("a built child always serialises")
-            .hash(&mut hasher);
+        child_digest(child).hash(&mut hasher);
     }
     hasher.finish()
 }
 
-/// Why a pass writes every child again.
+/// The children a pass for `reason` writes: after a change of the desired
+/// set only those that changed or are new, otherwise every one.
+pub(crate) fn to_write<'c>(
+    reason: &Due,
+    last: Option<&Applied>,
+    children: &'c [Child],
+) -> Vec<&'c Child> {
+    match (reason, last) {
+        (Due::Changed, Some(last)) => children
+            .iter()
+            .filter(|child| {
+                last.children
+                    .get(&ChildKey::of(child))
+                    .is_none_or(|written| written.digest != child_digest(child))
+            })
+            .collect(),
+        _ => children.iter().collect(),
+    }
+}
+
+/// Why a pass writes children.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Due {
     /// Nothing recorded: this process has not applied the instance yet, its
     /// last pass failed, or a child it wrote was deleted since.
     Unrecorded,
-    /// The desired set changed: the spec, or the secrets.
+    /// The desired set changed: the spec, or the secrets. Only the children
+    /// that changed are written.
     Changed,
     Resync,
     /// A child is gone from its watch, or someone else changed its spec.
@@ -246,6 +276,7 @@ mod tests {
                     let written = Written {
                         uid: format!("uid-{}", c.name()),
                         generation: Some(1),
+                        digest: child_digest(c),
                     };
                     (ChildKey::of(c), written)
                 })
@@ -451,5 +482,37 @@ mod tests {
         );
         assert!(due.iter().any(|d| *d != due[0]), "{due:?}");
         assert_eq!(sets.resync_at("i1", now), sets.resync_at("i1", now));
+    }
+
+    #[test]
+    fn a_change_writes_only_the_children_it_changed() {
+        let (children, applied, _) = settled();
+        let changed = vec![
+            config_map("config", "two"),
+            web(),
+            config_map("extra", "new"),
+        ];
+        let names = |writes: Vec<&Child>| -> Vec<String> {
+            writes.iter().map(|c| c.name().to_owned()).collect()
+        };
+        assert_eq!(
+            names(to_write(&Due::Changed, Some(&applied), &changed)),
+            ["config", "extra"]
+        );
+        assert_eq!(
+            names(to_write(&Due::Changed, Some(&applied), &children)),
+            Vec::<String>::new()
+        );
+        for reason in [
+            Due::Unrecorded,
+            Due::Resync,
+            Due::Drift("web was changed".into()),
+        ] {
+            assert_eq!(
+                names(to_write(&reason, Some(&applied), &changed)),
+                ["config", "web", "extra"],
+                "{reason:?}"
+            );
+        }
     }
 }

@@ -12,7 +12,7 @@ use kube::{Api, Client};
 use serde_json::json;
 
 use super::ReconcileError;
-use super::applied::{ChildKey, Written};
+use super::applied::{ChildKey, Written, child_digest};
 use super::stores::ChildStores;
 use crate::children::Child;
 use crate::crd::FIELD_MANAGER;
@@ -32,19 +32,20 @@ fn is_create_once(resource: &ApiResource) -> bool {
     resource.group == Job::GROUP && resource.kind == Job::KIND
 }
 
-fn written(object: &DynamicObject) -> Written {
+fn written(child: &Child, object: &DynamicObject) -> Written {
     Written {
         uid: object.metadata.uid.clone().unwrap_or_default(),
         generation: object.metadata.generation,
+        digest: child_digest(child),
     }
 }
 
-/// Applies every child, namespaces first: nothing can be created in a
+/// Applies `children`, namespaces first: nothing can be created in a
 /// namespace that does not exist yet. Returns each child as the API server
 /// answered, to tell later whether a watch has caught up with the write.
 pub(crate) async fn apply_all(
     client: &Client,
-    children: &[Child],
+    children: &[&Child],
 ) -> Result<HashMap<ChildKey, Written>, ReconcileError> {
     let (namespaces, rest): (Vec<&Child>, Vec<&Child>) =
         children.iter().partition(|c| is_namespace(&c.resource));
@@ -65,7 +66,7 @@ pub(crate) async fn apply_all(
                     describe(&child.resource, child.name())
                 )))?
         };
-        applied.insert(ChildKey::of(child), written(&object));
+        applied.insert(ChildKey::of(child), written(child, &object));
     }
     Ok(applied)
 }

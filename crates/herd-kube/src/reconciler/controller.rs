@@ -9,6 +9,7 @@
 //! process and on a periodic resync. Pruning reads the same stores, so no
 //! pass lists anything.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +25,7 @@ use kube::{Api, Client, ResourceExt};
 use tokio::runtime::Handle;
 use tracing::Instrument;
 
-use super::applied::{Applied, AppliedSets, Due, desired_hash, due};
+use super::applied::{Applied, AppliedSets, ChildKey, Due, Written, desired_hash, due, to_write};
 use super::backoff::FailureBackoff;
 use super::status::{Observed, compute_status, recheck_after};
 use super::stores::ChildStores;
@@ -204,13 +205,27 @@ async fn apply_instance<B: TenantBackend>(
     );
     let applied = match (last, reason) {
         (Some(last), None) => last,
-        (_, reason) => {
-            match reason.unwrap_or(Due::Unrecorded) {
+        (last, reason) => {
+            let reason = reason.unwrap_or(Due::Unrecorded);
+            let writes = to_write(&reason, last.as_deref(), &children);
+            match &reason {
                 Due::Drift(drift) => tracing::info!(%drift, "repairing the instance's children"),
-                reason => tracing::debug!(?reason, "applying every child"),
+                reason => tracing::debug!(?reason, writes = writes.len(), "applying children"),
             }
             let ticket = context.applied.begin(instance_id);
-            let written = apply::apply_all(&context.client, &children).await?;
+            // Children left unwritten stand as the last pass wrote them.
+            let mut written: HashMap<ChildKey, Written> = last
+                .map(|last| {
+                    children
+                        .iter()
+                        .filter_map(|child| {
+                            let key = ChildKey::of(child);
+                            last.children.get(&key).map(|w| (key, w.clone()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            written.extend(apply::apply_all(&context.client, &writes).await?);
             let now = Instant::now();
             let applied = Arc::new(Applied {
                 hash,

@@ -531,6 +531,7 @@ mod tests {
                     let written = Written {
                         uid: format!("uid-{}", c.name()),
                         generation: Some(generation),
+                        digest: 0,
                     };
                     (ChildKey::of(c), written)
                 })
