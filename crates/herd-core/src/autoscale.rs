@@ -52,8 +52,9 @@ pub fn is_autoscaled(group: &SidekiqGroup) -> bool {
 pub struct Observation {
     /// The replicas its Deployment asks for now.
     pub replicas: u32,
-    /// The highest latency among its queues.
-    pub latency: Duration,
+    /// The highest latency among its queues; `None` when it could not be
+    /// read, which corrects the bounds but neither grows nor shrinks.
+    pub latency: Option<Duration>,
     /// When the autoscaler last changed its replicas, if it ever did.
     pub last_change: Option<SystemTime>,
     /// Since when its latency has been below the lower threshold, as the
@@ -114,7 +115,9 @@ pub fn decide(
         return Decision::hold(None);
     }
     let (min, max) = (group.min_replicas, group.max_replicas);
-    let calm_since = (observed.latency < policy.scale_down_latency)
+    let calm_since = observed
+        .latency
+        .is_some_and(|latency| latency < policy.scale_down_latency)
         .then(|| observed.calm_since.unwrap_or(now));
     let change = |to: u32, reason| Decision {
         scale: Some((to, reason)),
@@ -127,15 +130,23 @@ pub fn decide(
     let cooled_down = observed
         .last_change
         .is_none_or(|changed| elapsed_since(changed) >= policy.scale_up_cooldown);
-    if observed.latency > policy.scale_up_latency {
+    if observed
+        .latency
+        .is_some_and(|latency| latency > policy.scale_up_latency)
+    {
         if observed.replicas < max && cooled_down {
-            let doubled = observed.replicas.saturating_mul(2).max(observed.replicas + 1);
+            let doubled = observed
+                .replicas
+                .saturating_mul(2)
+                .max(observed.replicas + 1);
             return change(doubled.min(max), ScaleReason::Surge);
         }
         return Decision::hold(calm_since);
     }
     if let Some(calm) = calm_since {
-        let quiet_from = observed.last_change.map_or(calm, |changed| changed.max(calm));
+        let quiet_from = observed
+            .last_change
+            .map_or(calm, |changed| changed.max(calm));
         if observed.replicas > min && elapsed_since(quiet_from) >= policy.scale_down_window {
             return change(observed.replicas - 1, ScaleReason::Calm);
         }
@@ -202,7 +213,7 @@ mod tests {
     fn observe(replicas: u32, latency: u64) -> Observation {
         Observation {
             replicas,
-            latency: secs(latency),
+            latency: Some(secs(latency)),
             last_change: None,
             calm_since: None,
         }
@@ -216,7 +227,7 @@ mod tests {
         let mut seen = Vec::new();
         for (look, latency) in latencies.iter().enumerate() {
             let now = at(15 * look as u64);
-            observed.latency = secs(*latency);
+            observed.latency = Some(secs(*latency));
             let decision = decide(&policy, group, &observed, now);
             observed.calm_since = decision.calm_since;
             if let Some((to, _)) = decision.scale {
@@ -274,7 +285,10 @@ mod tests {
         assert_eq!(first.scale, None);
         assert_eq!(first.calm_since, Some(at(10)));
         observed.calm_since = first.calm_since;
-        assert_eq!(decide(&policy, &group(2, 4), &observed, at(309)).scale, None);
+        assert_eq!(
+            decide(&policy, &group(2, 4), &observed, at(309)).scale,
+            None
+        );
         assert_eq!(
             decide(&policy, &group(2, 4), &observed, at(310)).scale,
             Some((3, ScaleReason::Calm))
@@ -292,11 +306,11 @@ mod tests {
         let g = group(1, 4);
         let mut observed = observe(3, 1);
         observed.calm_since = Some(at(0));
-        observed.latency = secs(10);
+        observed.latency = Some(secs(10));
         let broken = decide(&policy, &g, &observed, at(200));
         assert_eq!(broken, Decision::hold(None), "between the thresholds: hold");
         observed.calm_since = broken.calm_since;
-        observed.latency = secs(1);
+        observed.latency = Some(secs(1));
         let again = decide(&policy, &g, &observed, at(215));
         assert_eq!(again.calm_since, Some(at(215)));
         observed.calm_since = again.calm_since;
@@ -321,7 +335,10 @@ mod tests {
         assert!(changes <= 3, "{changes} changes: {replicas:?}");
 
         // Latency hovering between the thresholds holds whatever the group has.
-        assert_eq!(run(&group(1, 8), 3, &[6, 29, 12, 25, 7, 20].repeat(40)), [3; 240]);
+        assert_eq!(
+            run(&group(1, 8), 3, &[6, 29, 12, 25, 7, 20].repeat(40)),
+            [3; 240]
+        );
     }
 
     #[test]
@@ -334,10 +351,28 @@ mod tests {
             Some((3, ScaleReason::OutOfBounds))
         );
         observed.replicas = 9;
-        observed.latency = secs(500);
+        observed.latency = Some(secs(500));
         assert_eq!(
             decide(&policy, &group(3, 6), &observed, at(1)).scale,
             Some((6, ScaleReason::OutOfBounds))
+        );
+    }
+
+    #[test]
+    fn an_unknown_latency_only_corrects_the_bounds() {
+        let policy = AutoscalePolicy::default();
+        let g = group(2, 6);
+        let mut observed = observe(4, 0);
+        observed.latency = None;
+        observed.calm_since = Some(at(0));
+        assert_eq!(
+            decide(&policy, &g, &observed, at(900)),
+            Decision::hold(None)
+        );
+        observed.replicas = 1;
+        assert_eq!(
+            decide(&policy, &g, &observed, at(900)).scale,
+            Some((2, ScaleReason::OutOfBounds))
         );
     }
 

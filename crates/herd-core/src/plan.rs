@@ -88,7 +88,9 @@ pub struct WebSize {
 impl WebSize {
     /// The most replicas it may run.
     pub fn max_replicas(&self) -> u32 {
-        self.max_replicas.unwrap_or(self.replicas).max(self.replicas)
+        self.max_replicas
+            .unwrap_or(self.replicas)
+            .max(self.replicas)
     }
 
     /// Whether its replicas follow its CPU between `replicas` and the maximum.
@@ -179,7 +181,11 @@ impl Plan {
                 ("threads", self.web.threads),
             ],
         )?;
-        if self.web.max_replicas.is_some_and(|max| max < self.web.replicas) {
+        if self
+            .web
+            .max_replicas
+            .is_some_and(|max| max < self.web.replicas)
+        {
             return Err(PlanError::InvalidProcess {
                 process: "web".into(),
                 message: "replicas exceed max replicas".into(),
