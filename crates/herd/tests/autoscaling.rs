@@ -386,5 +386,56 @@ async fn queue_latency_scales_sidekiq_within_bounds_without_flapping() {
         .unwrap()
         .get(0);
     assert_eq!(events, changes);
+
+    // A higher minimum is reached at once. Suspended, Herd takes the
+    // replicas over (zero) and web loses its autoscaler; resumed, Herd lets
+    // go, and the autoscalers bring the replicas back to their minimum.
+    scale(
+        &operator,
+        &instance,
+        json!({"web_replicas": 2, "sidekiq": {"default": {"min_replicas": 2}}}),
+    )
+    .await;
+    wait_for_replicas(&instance, "sidekiq-default", |r| r == Some(2)).await;
+    change_state(&operator, &instance, "suspend").await;
+    for name in ["web", "sidekiq-default", "sidekiq-scheduler"] {
+        wait_for_replicas(&instance, name, |r| r == Some(0)).await;
+    }
+    let started = Instant::now();
+    while autoscaler.get_opt("web").await.unwrap().is_some() {
+        assert!(started.elapsed() < DEADLINE, "web kept its autoscaler");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        replicas(&instance, "sidekiq-default").await,
+        Some(0),
+        "the autoscaler leaves a suspended instance alone"
+    );
+    change_state(&operator, &instance, "resume").await;
+    wait_for_replicas(&instance, "sidekiq-default", |r| r == Some(2)).await;
+    wait_for_replicas(&instance, "sidekiq-scheduler", |r| r == Some(1)).await;
+    let started = Instant::now();
+    while autoscaler.get_opt("web").await.unwrap().is_none() {
+        assert!(started.elapsed() < DEADLINE, "web got no autoscaler back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // From the API server's default of one, the HorizontalPodAutoscaler
+    // raises it to its minimum, which needs no CPU metrics.
+    wait_for_replicas(&instance, "web", |r| r == Some(2)).await;
     installation.drop_database().await;
+}
+
+async fn change_state(operator: &Api, instance: &str, action: &str) {
+    let (status, body) = operator
+        .call(
+            Method::POST,
+            &format!("/api/v1/instances/{instance}/{action}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    operator
+        .assert_succeeds(body["operation"]["id"].as_str().unwrap(), DEADLINE)
+        .await;
 }
