@@ -66,10 +66,11 @@ find_components() {
 
 # ---------------------------------------------------------------- install ---
 
-# The scripts' own needs; a brand-new Debian may lack curl.
+# The scripts' own needs, and the Redis server the autoscaling test starts
+# for itself; a brand-new Debian may lack curl.
 ensure_tools() {
   local missing=() t
-  for t in curl python3 flock setsid setpriv runuser; do
+  for t in curl python3 flock setsid setpriv runuser redis-server; do
     command -v "$t" >/dev/null || missing+=("$t")
   done
   [[ ${#missing[@]} -eq 0 ]] && return 0
@@ -78,7 +79,7 @@ ensure_tools() {
   [[ "$(id -u)" == 0 ]] || sudo=(sudo)
   "${sudo[@]}" apt-get update -qq
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    ca-certificates curl python3 util-linux >&2
+    ca-certificates curl python3 util-linux redis-server >&2
 }
 
 cmd_install() {

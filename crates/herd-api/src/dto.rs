@@ -557,7 +557,11 @@ pub struct UpdateInstanceRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScalingRequest {
+    /// Web replicas, and the least web runs when it autoscales.
     pub web_replicas: Option<u32>,
+    /// The most web replicas autoscaling on CPU may reach; above
+    /// `web_replicas`, web autoscales.
+    pub web_max_replicas: Option<u32>,
     pub streaming_replicas: Option<u32>,
     /// By Sidekiq group name.
     #[serde(default)]
@@ -577,6 +581,7 @@ impl From<ScalingRequest> for Scaling {
     fn from(request: ScalingRequest) -> Self {
         Scaling {
             web_replicas: request.web_replicas,
+            web_max_replicas: request.web_max_replicas,
             streaming_replicas: request.streaming_replicas,
             sidekiq: request
                 .sidekiq

@@ -5,6 +5,7 @@
 //! testable without any server.
 
 pub mod archive;
+pub mod autoscale;
 pub mod billing;
 pub mod domain;
 pub mod lifecycle;

@@ -74,10 +74,29 @@ impl Resources {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WebSize {
+    /// The replicas it runs, and the least it runs when it autoscales.
     pub replicas: u32,
+    /// The most replicas it may scale up to on CPU; `replicas` when left
+    /// out, which is no autoscaling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replicas: Option<u32>,
     pub concurrency: u32,
     pub threads: u32,
     pub resources: Resources,
+}
+
+impl WebSize {
+    /// The most replicas it may run.
+    pub fn max_replicas(&self) -> u32 {
+        self.max_replicas
+            .unwrap_or(self.replicas)
+            .max(self.replicas)
+    }
+
+    /// Whether its replicas follow its CPU between `replicas` and the maximum.
+    pub fn autoscales(&self) -> bool {
+        self.max_replicas() > self.replicas
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -162,6 +181,16 @@ impl Plan {
                 ("threads", self.web.threads),
             ],
         )?;
+        if self
+            .web
+            .max_replicas
+            .is_some_and(|max| max < self.web.replicas)
+        {
+            return Err(PlanError::InvalidProcess {
+                process: "web".into(),
+                message: "replicas exceed max replicas".into(),
+            });
+        }
         positive("streaming", &[("replicas", self.streaming.replicas)])?;
         let mut names: Vec<&str> = Vec::new();
         for group in &self.sidekiq {
@@ -228,7 +257,7 @@ impl Plan {
 
     /// The most connections the processes can open at once, at their largest scale.
     pub fn database_connections_needed(&self) -> u32 {
-        let web = self.web.replicas * self.web.concurrency * self.web_db_pool();
+        let web = self.web.max_replicas() * self.web.concurrency * self.web_db_pool();
         let streaming = self.streaming.replicas * STREAMING_DB_POOL;
         let sidekiq: u32 = self
             .sidekiq
@@ -250,7 +279,7 @@ impl Plan {
         );
         self.web
             .resources
-            .times(self.web.replicas)
+            .times(self.web.max_replicas())
             .plus(self.streaming.resources.times(self.streaming.replicas))
             .plus(sidekiq)
             .plus(self.redis)
@@ -259,7 +288,7 @@ impl Plan {
 
     /// Pods at the largest scale, plus one for a Job.
     pub fn max_pods(&self) -> u32 {
-        self.web.replicas
+        self.web.max_replicas()
             + self.streaming.replicas
             + self.sidekiq.iter().map(|g| g.max_replicas).sum::<u32>()
             + 2
@@ -292,6 +321,7 @@ pub fn starter_plans() -> Vec<Plan> {
         name: name.to_owned(),
         web: WebSize {
             replicas: web_replicas,
+            max_replicas: None,
             concurrency: 2,
             threads: 5,
             resources: Resources {
@@ -455,6 +485,13 @@ mod tests {
         ));
 
         let mut plan = small();
+        plan.web.max_replicas = Some(plan.web.replicas - 1);
+        assert!(matches!(
+            plan.validate(),
+            Err(PlanError::InvalidProcess { .. })
+        ));
+
+        let mut plan = small();
         plan.name = "Small Plan".into();
         assert!(matches!(plan.validate(), Err(PlanError::InvalidName(_))));
     }
@@ -466,6 +503,24 @@ mod tests {
         // web 500 + streaming 100 + default 2 x 500 + scheduler 100 + redis 100 + job 500
         assert_eq!(quota.cpu_millis, 2300);
         assert_eq!(plan.max_pods(), 1 + 1 + 2 + 1 + 2);
+    }
+
+    #[test]
+    fn web_scales_up_to_its_maximum_and_the_quota_covers_it() {
+        let mut plan = small();
+        assert!(!plan.web.autoscales());
+        assert_eq!(plan.web.max_replicas(), plan.web.replicas);
+        let (quota, pods) = (plan.quota(), plan.max_pods());
+        plan.web.max_replicas = Some(3);
+        assert!(plan.web.autoscales());
+        assert_eq!(plan.quota().cpu_millis, quota.cpu_millis + 2 * 500);
+        assert_eq!(plan.max_pods(), pods + 2);
+        assert_eq!(plan.database_connections_needed(), 50 + 2 * 2 * 5);
+
+        let stored = r#"{"replicas":2,"concurrency":2,"threads":5,
+            "resources":{"cpuMillis":500,"memoryMib":1024}}"#;
+        let web: WebSize = serde_json::from_str(stored).unwrap();
+        assert_eq!((web.max_replicas(), web.autoscales()), (2, false));
     }
 
     #[test]

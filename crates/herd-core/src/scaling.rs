@@ -15,6 +15,9 @@ use crate::plan::{Plan, PlanError};
 pub struct Scaling {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub web_replicas: Option<u32>,
+    /// The most web replicas CPU autoscaling may reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_max_replicas: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub streaming_replicas: Option<u32>,
     /// By Sidekiq group name.
@@ -43,6 +46,7 @@ impl Scaling {
     pub fn merged(&self, later: &Scaling) -> Scaling {
         let mut merged = self.clone();
         merged.web_replicas = later.web_replicas.or(self.web_replicas);
+        merged.web_max_replicas = later.web_max_replicas.or(self.web_max_replicas);
         merged.streaming_replicas = later.streaming_replicas.or(self.streaming_replicas);
         for (name, group) in &later.sidekiq {
             let entry = merged.sidekiq.entry(name.clone()).or_default();
@@ -62,6 +66,9 @@ impl Plan {
         let mut plan = self.clone();
         if let Some(replicas) = scaling.web_replicas {
             plan.web.replicas = replicas;
+        }
+        if let Some(max) = scaling.web_max_replicas {
+            plan.web.max_replicas = Some(max);
         }
         if let Some(replicas) = scaling.streaming_replicas {
             plan.streaming.replicas = replicas;
@@ -119,6 +126,7 @@ mod tests {
             .clone();
         let scaling = Scaling {
             web_replicas: Some(3),
+            web_max_replicas: None,
             streaming_replicas: Some(2),
             sidekiq: [(
                 group.clone(),
@@ -132,6 +140,7 @@ mod tests {
         };
         let scaled = plan.scaled(&scaling).unwrap();
         assert_eq!(scaled.web.replicas, 3);
+        assert!(!scaled.web.autoscales());
         assert_eq!(scaled.streaming.replicas, 2);
         let scaled_group = scaled.sidekiq.iter().find(|g| g.name == group).unwrap();
         assert_eq!(
@@ -174,6 +183,12 @@ mod tests {
             ..Scaling::default()
         };
         assert!(plan.scaled(&no_web).is_err());
+        let web_below_its_maximum = Scaling {
+            web_replicas: Some(3),
+            web_max_replicas: Some(2),
+            ..Scaling::default()
+        };
+        assert!(plan.scaled(&web_below_its_maximum).is_err());
         let unknown = Scaling {
             sidekiq: [("nope".to_owned(), GroupScaling::default())].into(),
             ..Scaling::default()
@@ -194,6 +209,12 @@ mod tests {
         };
         let merged = first.merged(&second);
         assert_eq!(merged.web_replicas, Some(4));
+        let merged = merged.merged(&Scaling {
+            web_max_replicas: Some(6),
+            ..Scaling::default()
+        });
+        assert_eq!(merged.web_replicas, Some(4));
+        assert_eq!(merged.web_max_replicas, Some(6));
         assert_eq!(merged.streaming_replicas, Some(2));
     }
 }

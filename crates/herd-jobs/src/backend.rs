@@ -1,5 +1,6 @@
 //! What the reconciler asks of Herd: an instance's secrets, the cleanup of its
-//! data services, and a place to report its status.
+//! data services, and a place to report its status; and what the autoscaler
+//! asks: a record of each change it makes.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 use diesel_async::AsyncConnection;
 use herd_core::lifecycle::{InstanceState, LifecycleEvent};
 use herd_db::audit::{Actor, AuditEntry};
+use herd_kube::autoscaler::{AutoscaleBackend, Autoscaled};
 use herd_kube::children::InstanceSecrets;
 use herd_kube::crd::{MastodonInstance, MastodonInstanceStatus};
 use herd_kube::reconciler::{BackendError, TenantBackend};
@@ -98,6 +100,50 @@ impl TenantBackend for HerdBackend {
             Ok(())
         }
     }
+}
+
+impl AutoscaleBackend for HerdBackend {
+    fn autoscaled(
+        &self,
+        instance: &MastodonInstance,
+        change: &Autoscaled,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send {
+        let services = self.services.clone();
+        let id = instance_id(instance);
+        let change = change.clone();
+        async move {
+            record_autoscaling(&services, id?, &change)
+                .await
+                .map_err(BackendError::new)
+        }
+    }
+}
+
+/// The autoscaler changed a group's replicas: an event and the trail say so.
+/// The instance's state stays: autoscaling is no operation of its own.
+async fn record_autoscaling(
+    services: &Services,
+    id: Uuid,
+    change: &Autoscaled,
+) -> Result<(), JobError> {
+    let mut conn = services.conn().await?;
+    let facts = json!({ "instance_id": id, "details": change });
+    conn.transaction::<_, JobError, _>(async move |conn| {
+        herd_db::outbox::publish(conn, "instance.autoscaled", facts.clone()).await?;
+        herd_db::audit::record(
+            conn,
+            AuditEntry {
+                actor: Actor::System("autoscaler"),
+                action: "instance.autoscale",
+                object_kind: "instance",
+                object_id: id.to_string(),
+                details: facts,
+            },
+        )
+        .await?;
+        Ok(())
+    })
+    .await
 }
 
 /// Provisioning or an update finished: the instance is Running, and the trail says so.

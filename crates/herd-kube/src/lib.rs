@@ -1,6 +1,7 @@
 //! Herd's Kubernetes layer: how Herd reaches a cluster, the `MastodonInstance`
 //! resource, the pure manifest builders and the reconciler.
 
+pub mod autoscaler;
 pub mod children;
 pub mod crd;
 pub mod lease;

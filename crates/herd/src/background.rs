@@ -1,6 +1,6 @@
 //! The work `herd serve` does besides answering HTTP: job workers, the event
 //! relay, the expiry of old exports, the retention of suspended instances, and a
-//! reconciler for every cluster of the fleet. They start once the schema is
+//! reconciler with its Sidekiq autoscaler for every cluster of the fleet. They start once the schema is
 //! current and stop when the server does.
 
 use std::collections::HashSet;
@@ -11,6 +11,7 @@ use herd_jobs::archives::Archives;
 use herd_jobs::billing::BillingSettings;
 use herd_jobs::resource::installation_selector;
 use herd_jobs::{HerdBackend, Services};
+use herd_kube::autoscaler::{Autoscaler, AutoscalerSettings};
 use herd_kube::lease::LeaseElection;
 use herd_kube::reconciler::Reconciler;
 use tokio_util::sync::CancellationToken;
@@ -42,6 +43,7 @@ pub fn start(
     let services = Arc::new(services);
     let shutdown = CancellationToken::new();
     let (workers, reconcile) = (settings.workers, settings.reconcile);
+    let autoscaler = settings.autoscaler.clone();
     tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
@@ -70,7 +72,7 @@ pub fn start(
                 shutdown.clone(),
             ));
             if reconcile {
-                supervise_reconcilers(services, &process, shutdown).await;
+                supervise_reconcilers(services, autoscaler, &process, shutdown).await;
             }
         }
     });
@@ -87,10 +89,11 @@ async fn schema_current(schema: &herd_db::SchemaStatus, shutdown: &CancellationT
     true
 }
 
-/// Starts a reconciler for each cluster of the fleet, including clusters
-/// registered while Herd runs.
+/// Starts a reconciler and an autoscaler for each cluster of the fleet,
+/// including clusters registered while Herd runs.
 async fn supervise_reconcilers(
     services: Arc<Services>,
+    autoscaler: AutoscalerSettings,
     process: &str,
     shutdown: CancellationToken,
 ) {
@@ -104,6 +107,7 @@ async fn supervise_reconcilers(
                     match start_reconciler(
                         &services,
                         backend.clone(),
+                        &autoscaler,
                         id,
                         process,
                         shutdown.clone(),
@@ -139,9 +143,12 @@ async fn cluster_ids(services: &Services) -> anyhow::Result<Vec<Uuid>> {
 /// Holders of a reconciler lease give it up this long after they stop renewing.
 const RECONCILER_LEASE: Duration = Duration::from_secs(15);
 
+/// The autoscaler runs under the reconciler's lease: one holder per cluster
+/// scales its instances, and never twice.
 async fn start_reconciler(
     services: &Arc<Services>,
     backend: Arc<HerdBackend>,
+    autoscaler: &AutoscalerSettings,
     cluster: Uuid,
     process: &str,
     shutdown: CancellationToken,
@@ -156,12 +163,20 @@ async fn start_reconciler(
     );
     let selector = installation_selector(&services.installation);
     let profile = services.profile.clone();
+    let autoscaler = autoscaler.clone();
     tokio::spawn(election.run_while_holding(shutdown, move |lost| {
         let reconciler = Reconciler::new(client.clone(), backend.clone(), profile.clone())
             .instance_selector(selector.clone());
-        async move { reconciler.run(lost.cancelled_owned()).await }
+        let autoscaler = Autoscaler::new(client.clone(), backend.clone(), autoscaler.clone())
+            .instance_selector(selector.clone());
+        async move {
+            tokio::join!(
+                reconciler.run(lost.clone().cancelled_owned()),
+                autoscaler.run(lost.cancelled_owned()),
+            );
+        }
     }));
-    tracing::info!(%cluster, "reconciling the cluster's instances while holding its lease");
+    tracing::info!(%cluster, "reconciling and autoscaling the cluster's instances while holding its lease");
     Ok(())
 }
 

@@ -6,6 +6,10 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
+use herd_core::autoscale::AutoscalePolicy;
+use herd_kube::autoscaler::AutoscalerSettings;
 use herd_kube::children::ClusterProfile;
 use serde::Deserialize;
 use thiserror::Error;
@@ -64,6 +68,12 @@ struct RawSettings {
     stripe_webhook_secrets: Option<String>,
     public_url: Option<String>,
     billing_retention_days: Option<String>,
+    tenant_redis_url: Option<String>,
+    autoscale_interval_seconds: Option<String>,
+    autoscale_up_latency_seconds: Option<String>,
+    autoscale_down_latency_seconds: Option<String>,
+    autoscale_up_cooldown_seconds: Option<String>,
+    autoscale_down_window_seconds: Option<String>,
 }
 
 /// One setting's two spellings.
@@ -168,6 +178,30 @@ const DATA_SERVICE_CIDRS: Setting = Setting {
     env: "HERD_DATA_SERVICE_CIDRS",
     key: "data_service_cidrs",
 };
+const TENANT_REDIS_URL: Setting = Setting {
+    env: "HERD_TENANT_REDIS_URL",
+    key: "tenant_redis_url",
+};
+const AUTOSCALE_INTERVAL_SECONDS: Setting = Setting {
+    env: "HERD_AUTOSCALE_INTERVAL_SECONDS",
+    key: "autoscale_interval_seconds",
+};
+const AUTOSCALE_UP_LATENCY_SECONDS: Setting = Setting {
+    env: "HERD_AUTOSCALE_UP_LATENCY_SECONDS",
+    key: "autoscale_up_latency_seconds",
+};
+const AUTOSCALE_DOWN_LATENCY_SECONDS: Setting = Setting {
+    env: "HERD_AUTOSCALE_DOWN_LATENCY_SECONDS",
+    key: "autoscale_down_latency_seconds",
+};
+const AUTOSCALE_UP_COOLDOWN_SECONDS: Setting = Setting {
+    env: "HERD_AUTOSCALE_UP_COOLDOWN_SECONDS",
+    key: "autoscale_up_cooldown_seconds",
+};
+const AUTOSCALE_DOWN_WINDOW_SECONDS: Setting = Setting {
+    env: "HERD_AUTOSCALE_DOWN_WINDOW_SECONDS",
+    key: "autoscale_down_window_seconds",
+};
 
 impl Setting {
     fn invalid(&self, message: impl Into<String>) -> ConfigError {
@@ -242,6 +276,9 @@ pub struct Settings {
     pub import_from_private_addresses: bool,
     /// Stripe, when billing is on; off, operators assign plans by hand.
     pub billing: Option<BillingConfig>,
+    /// How the Sidekiq autoscaler, which runs beside each reconciler,
+    /// decides and reaches the tenants' Redis.
+    pub autoscaler: AutoscalerSettings,
 }
 
 /// Billing through Stripe.
@@ -309,6 +346,27 @@ impl Settings {
         overlay(&mut raw.stripe_webhook_secrets, &STRIPE_WEBHOOK_SECRETS);
         overlay(&mut raw.public_url, &PUBLIC_URL);
         overlay(&mut raw.billing_retention_days, &BILLING_RETENTION_DAYS);
+        overlay(&mut raw.tenant_redis_url, &TENANT_REDIS_URL);
+        overlay(
+            &mut raw.autoscale_interval_seconds,
+            &AUTOSCALE_INTERVAL_SECONDS,
+        );
+        overlay(
+            &mut raw.autoscale_up_latency_seconds,
+            &AUTOSCALE_UP_LATENCY_SECONDS,
+        );
+        overlay(
+            &mut raw.autoscale_down_latency_seconds,
+            &AUTOSCALE_DOWN_LATENCY_SECONDS,
+        );
+        overlay(
+            &mut raw.autoscale_up_cooldown_seconds,
+            &AUTOSCALE_UP_COOLDOWN_SECONDS,
+        );
+        overlay(
+            &mut raw.autoscale_down_window_seconds,
+            &AUTOSCALE_DOWN_WINDOW_SECONDS,
+        );
         validate(raw)
     }
 
@@ -352,6 +410,7 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
             return Err(BILLING.invalid(format!("`{other}` is neither `stripe` nor `off`")));
         }
     };
+    let autoscaler = autoscaler_settings(&raw)?;
     let database_url = raw.database_url.map(parse_database_url).transpose()?;
     let database_max_connections = match raw.database_max_connections {
         Some(value) => match value.parse::<u32>() {
@@ -480,6 +539,76 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
         job_lease,
         reconcile,
         cluster_profile,
+        autoscaler,
+    })
+}
+
+fn autoscaler_settings(raw: &RawSettings) -> Result<AutoscalerSettings, ConfigError> {
+    let defaults = AutoscalerSettings::default();
+    let seconds =
+        |value: &Option<String>, setting: &Setting, least: u64, default: Duration| match value {
+            None => Ok(default),
+            Some(value) => match value.parse::<u64>() {
+                Ok(n) if (least..=86_400).contains(&n) => Ok(Duration::from_secs(n)),
+                _ => Err(setting.invalid(format!(
+                    "`{value}` is not a number of seconds from {least} to 86400"
+                ))),
+            },
+        };
+    let policy = AutoscalePolicy {
+        scale_up_latency: seconds(
+            &raw.autoscale_up_latency_seconds,
+            &AUTOSCALE_UP_LATENCY_SECONDS,
+            1,
+            defaults.policy.scale_up_latency,
+        )?,
+        scale_down_latency: seconds(
+            &raw.autoscale_down_latency_seconds,
+            &AUTOSCALE_DOWN_LATENCY_SECONDS,
+            1,
+            defaults.policy.scale_down_latency,
+        )?,
+        scale_up_cooldown: seconds(
+            &raw.autoscale_up_cooldown_seconds,
+            &AUTOSCALE_UP_COOLDOWN_SECONDS,
+            0,
+            defaults.policy.scale_up_cooldown,
+        )?,
+        scale_down_window: seconds(
+            &raw.autoscale_down_window_seconds,
+            &AUTOSCALE_DOWN_WINDOW_SECONDS,
+            0,
+            defaults.policy.scale_down_window,
+        )?,
+    };
+    // Equal thresholds would leave no band to hold in, and the replicas would flap.
+    if policy.scale_down_latency >= policy.scale_up_latency {
+        return Err(AUTOSCALE_DOWN_LATENCY_SECONDS.invalid(format!(
+            "{}s must be below the scale-up latency of {}s",
+            policy.scale_down_latency.as_secs(),
+            policy.scale_up_latency.as_secs()
+        )));
+    }
+    let interval = seconds(
+        &raw.autoscale_interval_seconds,
+        &AUTOSCALE_INTERVAL_SECONDS,
+        1,
+        defaults.interval,
+    )?;
+    let redis_url = raw.tenant_redis_url.clone().unwrap_or(defaults.redis_url);
+    let example = redis_url.replace("{namespace}", "mi-example");
+    match Url::parse(&example) {
+        Ok(url) if url.scheme() == "redis" && url.host_str().is_some() => {}
+        _ => {
+            return Err(TENANT_REDIS_URL.invalid(format!(
+                "`{redis_url}` is not a redis:// URL with `{{namespace}}` where the instance's namespace goes"
+            )));
+        }
+    }
+    Ok(AutoscalerSettings {
+        policy,
+        interval,
+        redis_url,
     })
 }
 
@@ -647,6 +776,53 @@ mod tests {
         let settings = Settings::load(Some(file.path()), |name| env.get(name).cloned()).unwrap();
         assert_eq!(settings.listen_addr.to_string(), "127.0.0.1:9001");
         assert_eq!(settings.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn autoscaling_has_production_defaults_and_shorter_settings_for_tests() {
+        let settings = from_env(&[]).unwrap();
+        assert_eq!(settings.autoscaler, AutoscalerSettings::default());
+        assert_eq!(
+            settings.autoscaler.redis_url,
+            "redis://redis.{namespace}.svc:6379/0"
+        );
+        let settings = from_env(&[
+            ("HERD_TENANT_REDIS_URL", "redis://127.0.0.1:6390/0"),
+            ("HERD_AUTOSCALE_INTERVAL_SECONDS", "1"),
+            ("HERD_AUTOSCALE_UP_LATENCY_SECONDS", "3"),
+            ("HERD_AUTOSCALE_DOWN_LATENCY_SECONDS", "1"),
+            ("HERD_AUTOSCALE_UP_COOLDOWN_SECONDS", "2"),
+            ("HERD_AUTOSCALE_DOWN_WINDOW_SECONDS", "4"),
+        ])
+        .unwrap();
+        let autoscaler = settings.autoscaler;
+        assert_eq!(autoscaler.redis_url, "redis://127.0.0.1:6390/0");
+        assert_eq!(autoscaler.interval, Duration::from_secs(1));
+        assert_eq!(
+            autoscaler.policy,
+            AutoscalePolicy {
+                scale_up_latency: Duration::from_secs(3),
+                scale_down_latency: Duration::from_secs(1),
+                scale_up_cooldown: Duration::from_secs(2),
+                scale_down_window: Duration::from_secs(4),
+            }
+        );
+    }
+
+    #[test]
+    fn autoscaling_settings_that_would_flap_or_miss_redis_are_refused() {
+        let err = from_env(&[("HERD_AUTOSCALE_DOWN_LATENCY_SECONDS", "30")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HERD_AUTOSCALE_DOWN_LATENCY_SECONDS"), "{err}");
+        let err = from_env(&[("HERD_TENANT_REDIS_URL", "http://redis.{namespace}.svc")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HERD_TENANT_REDIS_URL"), "{err}");
+        let err = from_env(&[("HERD_AUTOSCALE_INTERVAL_SECONDS", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HERD_AUTOSCALE_INTERVAL_SECONDS"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! when nothing changed. Names are short and fixed; the reconciler finds
 //! children by their labels.
 
+mod autoscaling;
 mod config;
 mod disruption;
 mod ingress;
@@ -22,11 +23,15 @@ mod workload;
 #[cfg(test)]
 mod tests;
 
+pub use autoscaling::WEB_CPU_UTILIZATION;
+pub use sidekiq::deployment_name as sidekiq_deployment_name;
+
 use std::collections::BTreeMap;
 
 use herd_core::spec::InstanceSpec;
 use herd_core::version::MastodonVersion;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     ConfigMap, LimitRange, Namespace, ResourceQuota, Secret, Service, ServiceAccount,
@@ -81,7 +86,7 @@ pub fn desired_children(
     children.push(Child::from_typed(&config::secret(&tenant)));
     children.push(Child::from_typed(&config::config_map(&tenant)));
 
-    let deployments: Vec<Deployment> = [
+    let workloads: Vec<workload::Workload> = [
         redis::deployment(&tenant),
         web::deployment(&tenant),
         streaming::deployment(&tenant),
@@ -89,7 +94,12 @@ pub fn desired_children(
     .into_iter()
     .chain(sidekiq::deployments(&tenant))
     .collect();
-    children.extend(deployments.iter().map(Child::from_typed));
+    children.extend(workloads.iter().map(|w| Child::from_typed(&w.deployment)));
+    children.extend(
+        autoscaling::web_autoscaler(&tenant)
+            .iter()
+            .map(Child::from_typed),
+    );
     let services = [
         redis::service(&tenant),
         web::service(&tenant),
@@ -99,7 +109,7 @@ pub fn desired_children(
     children.push(Child::from_typed(&ingress::ingress(&tenant)));
     children.push(Child::from_typed(&setup::job(&tenant)));
     children.extend(
-        disruption::budgets(&tenant, &deployments)
+        disruption::budgets(&tenant, &workloads)
             .iter()
             .map(Child::from_typed),
     );
@@ -122,6 +132,7 @@ pub fn child_resources() -> Vec<ApiResource> {
         ApiResource::erase::<Ingress>(&()),
         ApiResource::erase::<Job>(&()),
         ApiResource::erase::<PodDisruptionBudget>(&()),
+        ApiResource::erase::<HorizontalPodAutoscaler>(&()),
     ]
 }
 
@@ -180,15 +191,6 @@ impl<'a> Tenant<'a> {
             namespace: Some(self.namespace.clone()),
             labels: Some(self.labels(component)),
             ..ObjectMeta::default()
-        }
-    }
-
-    /// A suspended instance keeps its objects and data but runs no pod.
-    fn replicas(&self, wanted: u32) -> i32 {
-        if self.spec.suspended {
-            0
-        } else {
-            i32::try_from(wanted).unwrap_or(i32::MAX)
         }
     }
 

@@ -3,20 +3,19 @@
 //! It keeps its dump on an emptyDir: what Redis holds is queued jobs and
 //! caches, and home feeds are rebuilt with `tootctl feeds build`.
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource, SecretKeySelector, Service};
 
 use super::Tenant;
 use super::config::SECRET_NAME;
 use super::pod::{App, container, port, tcp_readiness};
-use super::workload::{self, Rollout};
+use super::workload::{self, Replicas, Rollout, Workload};
 
 const COMPONENT: &str = "redis";
 pub(super) const REDIS_SERVICE: &str = COMPONENT;
 pub(super) const REDIS_PORT: u16 = 6379;
 const PASSWORD_KEY: &str = "REDIS_PASSWORD";
 
-pub(super) fn deployment(tenant: &Tenant) -> Deployment {
+pub(super) fn deployment(tenant: &Tenant) -> Workload {
     let redis = container(
         COMPONENT,
         tenant.profile.redis_image.clone(),
@@ -54,7 +53,7 @@ pub(super) fn deployment(tenant: &Tenant) -> Deployment {
         tenant,
         COMPONENT,
         App::Redis,
-        1,
+        Replicas::Fixed(1),
         // Two Redis pods would be two separate sets of queues.
         Rollout::Recreate,
         redis,

@@ -1,14 +1,14 @@
 //! Sidekiq: one Deployment per worker group of the plan.
 
+use herd_core::autoscale::is_autoscaled;
 use herd_core::plan::SidekiqGroup;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Container;
 
 use super::Tenant;
 use super::pod::{App, env, mastodon_container};
-use super::workload::{self, Rollout};
+use super::workload::{self, Replicas, Rollout, Workload};
 
-pub(super) fn deployments(tenant: &Tenant) -> Vec<Deployment> {
+pub(super) fn deployments(tenant: &Tenant) -> Vec<Workload> {
     tenant
         .spec
         .plan
@@ -18,12 +18,13 @@ pub(super) fn deployments(tenant: &Tenant) -> Vec<Deployment> {
         .collect()
 }
 
-fn component(group: &SidekiqGroup) -> String {
+/// The name of the group's Deployment, which is also its component.
+pub fn deployment_name(group: &SidekiqGroup) -> String {
     format!("sidekiq-{}", group.name)
 }
 
-fn deployment(tenant: &Tenant, group: &SidekiqGroup) -> Deployment {
-    let component = component(group);
+fn deployment(tenant: &Tenant, group: &SidekiqGroup) -> Workload {
+    let component = deployment_name(group);
     let mut command: Vec<String> = ["bundle", "exec", "sidekiq", "-c"]
         .map(str::to_owned)
         .to_vec();
@@ -41,9 +42,16 @@ fn deployment(tenant: &Tenant, group: &SidekiqGroup) -> Deployment {
     // Two processes consuming `scheduler` run every scheduled job twice, even
     // for the moment a rolling update would overlap them.
     let (replicas, rollout) = if group.holds_scheduler() {
-        (1, Rollout::Recreate)
+        (Replicas::Fixed(1), Rollout::Recreate)
+    } else if is_autoscaled(group) {
+        (
+            Replicas::Autoscaled {
+                least: group.min_replicas,
+            },
+            Rollout::Rolling,
+        )
     } else {
-        (group.min_replicas, Rollout::Rolling)
+        (Replicas::Fixed(group.min_replicas), Rollout::Rolling)
     };
     workload::deployment(
         tenant,

@@ -1,19 +1,18 @@
 //! Mastodon's streaming server (Node), which pushes timelines over WebSockets.
 
 use herd_core::plan::STREAMING_DB_POOL;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Service};
 
 use super::Tenant;
 use super::pod::{App, env, http_readiness, mastodon_container, port};
-use super::workload::{self, Rollout};
+use super::workload::{self, Replicas, Rollout, Workload};
 
 pub(super) const STREAMING_PORT: u16 = 4000;
 /// Clients reach the streaming server under this path of the web domain.
 pub(super) const STREAMING_PATH: &str = "/api/v1/streaming";
 pub(super) const COMPONENT: &str = "streaming";
 
-pub(super) fn deployment(tenant: &Tenant) -> Deployment {
+pub(super) fn deployment(tenant: &Tenant) -> Workload {
     let plan = &tenant.spec.plan;
     let streaming = Container {
         env: Some(env(&[
@@ -38,7 +37,7 @@ pub(super) fn deployment(tenant: &Tenant) -> Deployment {
         tenant,
         COMPONENT,
         App::Mastodon,
-        plan.streaming.replicas,
+        Replicas::Fixed(plan.streaming.replicas),
         Rollout::Rolling,
         streaming,
     )

@@ -3,6 +3,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use herd_core::plan::{Plan, starter_plans};
 use herd_core::spec::{DatabaseEndpoint, InstanceSpec, ObjectStoreEndpoint};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PodSpec, ResourceQuota, Secret};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
@@ -426,7 +427,7 @@ fn scheduler_group_runs_one_replica_recreated() {
             Some("Recreate")
         );
         let default = named::<Deployment>(&children, "sidekiq-default").spec;
-        assert_eq!(default.replicas, Some(plan.sidekiq[0].min_replicas as i32));
+        assert_eq!(default.replicas, None, "the autoscaler owns them");
         assert!(default.strategy.is_none(), "rolling by default");
     }
 }
@@ -597,7 +598,7 @@ fn disruption_budgets_only_for_several_replicas() {
         .collect();
     let several: BTreeSet<String> = typed::<Deployment>(&children)
         .into_iter()
-        .filter(|d| d.spec.replicas.unwrap() > 1)
+        .filter(|d| d.spec.replicas.unwrap_or(1) > 1)
         .map(|d| d.metadata.name.unwrap())
         .collect();
     assert_eq!(names, several);
@@ -810,7 +811,9 @@ fn child_resources_cover_every_kind_produced() {
     };
     let mut produced = BTreeSet::new();
     for plan in starter_plans() {
-        for child in desired_children(&instance(&plan.name), &secrets(), &profile) {
+        let mut instance = instance(&plan.name);
+        instance.spec.instance.plan.web.max_replicas = Some(plan.web.replicas + 1);
+        for child in desired_children(&instance, &secrets(), &profile) {
             let resource = &child.resource;
             assert_eq!(child.object.types.as_ref().unwrap().kind, resource.kind);
             produced.insert((
@@ -834,4 +837,111 @@ fn an_unparsed_version_is_used_as_given() {
     let web = named::<Deployment>(&children_of(&instance), "web");
     let image = web.spec.template.spec.unwrap().containers[0].image.clone();
     assert_eq!(image.as_deref(), Some("ghcr.io/mastodon/mastodon:nightly"));
+}
+
+/// The small plan with web allowed to grow from 2 to 5 replicas, and its
+/// `default` Sidekiq group from 2 to 6.
+fn autoscaling_instance() -> MastodonInstance {
+    let mut instance = instance("small");
+    let plan = &mut instance.spec.instance.plan;
+    plan.web.replicas = 2;
+    plan.web.max_replicas = Some(5);
+    plan.sidekiq[0].min_replicas = 2;
+    plan.sidekiq[0].max_replicas = 6;
+    instance
+}
+
+#[test]
+fn web_autoscales_on_cpu_between_the_plans_bounds() {
+    let children = children_of(&autoscaling_instance());
+    let autoscaler = named::<HorizontalPodAutoscaler>(&children, "web");
+    assert_eq!(
+        autoscaler.metadata.labels.as_ref().unwrap()[LABEL_COMPONENT],
+        "web"
+    );
+    let spec = autoscaler.spec;
+    assert_eq!((spec.min_replicas, spec.max_replicas), (Some(2), 5));
+    let target = spec.scale_target_ref;
+    assert_eq!(
+        (
+            target.api_version.as_deref(),
+            target.kind.as_str(),
+            target.name.as_str()
+        ),
+        (Some("apps/v1"), "Deployment", "web")
+    );
+    let metric = &spec.metrics.unwrap()[0];
+    let resource = metric.resource.as_ref().unwrap();
+    assert_eq!(
+        (metric.type_.as_str(), resource.name.as_str()),
+        ("Resource", "cpu")
+    );
+    assert_eq!(
+        resource.target.average_utilization,
+        Some(WEB_CPU_UTILIZATION)
+    );
+    assert_eq!(resource.target.type_, "Utilization");
+}
+
+#[test]
+fn no_web_autoscaler_without_room_to_grow_or_while_suspended() {
+    for plan in starter_plans() {
+        let children = children_of(&instance(&plan.name));
+        assert!(typed::<HorizontalPodAutoscaler>(&children).is_empty());
+        assert!(
+            named::<Deployment>(&children, "web")
+                .spec
+                .replicas
+                .is_some()
+        );
+    }
+    let mut suspended = autoscaling_instance();
+    suspended.spec.instance.suspended = true;
+    assert!(typed::<HorizontalPodAutoscaler>(&children_of(&suspended)).is_empty());
+}
+
+#[test]
+fn autoscaled_replicas_are_left_to_their_autoscaler_until_suspended() {
+    let children = children_of(&autoscaling_instance());
+    for name in ["web", "sidekiq-default"] {
+        let deployment = named::<Deployment>(&children, name);
+        assert_eq!(deployment.spec.replicas, None, "{name}");
+        let json = serde_json::to_value(&deployment).unwrap();
+        assert!(json["spec"].get("replicas").is_none(), "{name}: {json}");
+    }
+    assert_eq!(
+        named::<Deployment>(&children, "sidekiq-scheduler")
+            .spec
+            .replicas,
+        Some(1),
+        "the scheduler group is never autoscaled"
+    );
+    assert_eq!(
+        named::<Deployment>(&children, "streaming").spec.replicas,
+        Some(1)
+    );
+
+    let mut suspended = autoscaling_instance();
+    suspended.spec.instance.suspended = true;
+    let children = children_of(&suspended);
+    for name in ["web", "sidekiq-default"] {
+        assert_eq!(
+            named::<Deployment>(&children, name).spec.replicas,
+            Some(0),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn autoscaled_workloads_get_budgets_by_their_least_replicas() {
+    let budgets: BTreeSet<String> =
+        typed::<PodDisruptionBudget>(&children_of(&autoscaling_instance()))
+            .into_iter()
+            .map(|b| b.metadata.name.unwrap())
+            .collect();
+    assert_eq!(
+        budgets,
+        BTreeSet::from(["web".into(), "sidekiq-default".into()])
+    );
 }

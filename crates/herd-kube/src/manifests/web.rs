@@ -1,16 +1,15 @@
 //! Puma: Mastodon's web app and API.
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Service};
 
 use super::Tenant;
 use super::pod::{App, env, http_readiness, mastodon_container, port};
-use super::workload::{self, Rollout};
+use super::workload::{self, Replicas, Rollout, Workload};
 
 pub(super) const WEB_PORT: u16 = 3000;
 pub(super) const COMPONENT: &str = "web";
 
-pub(super) fn deployment(tenant: &Tenant) -> Deployment {
+pub(super) fn deployment(tenant: &Tenant) -> Workload {
     let plan = &tenant.spec.plan;
     let web = Container {
         env: Some(env(&[
@@ -30,11 +29,18 @@ pub(super) fn deployment(tenant: &Tenant) -> Deployment {
             plan.web.resources,
         )
     };
+    let replicas = if plan.web.autoscales() {
+        Replicas::Autoscaled {
+            least: plan.web.replicas,
+        }
+    } else {
+        Replicas::Fixed(plan.web.replicas)
+    };
     workload::deployment(
         tenant,
         COMPONENT,
         App::Mastodon,
-        plan.web.replicas,
+        replicas,
         Rollout::Rolling,
         web,
     )

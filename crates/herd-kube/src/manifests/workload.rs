@@ -7,6 +7,44 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::Tenant;
 use super::pod::{App, PodParts, selector, template};
 
+/// Who sets a Deployment's replica count while the instance runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Replicas {
+    /// Herd: always this many.
+    Fixed(u32),
+    /// An autoscaler, from `least` up. Herd's apply leaves the field out, or
+    /// every apply would reset what the autoscaler set; a new Deployment
+    /// starts with the API server's default of one and the autoscaler
+    /// raises it to `least`.
+    Autoscaled { least: u32 },
+}
+
+impl Replicas {
+    fn least(self) -> u32 {
+        match self {
+            Replicas::Fixed(replicas) => replicas,
+            Replicas::Autoscaled { least } => least,
+        }
+    }
+}
+
+/// A Deployment as built, with who sets its replicas.
+pub(super) struct Workload {
+    pub deployment: Deployment,
+    pub replicas: Replicas,
+}
+
+impl Workload {
+    /// The fewest pods it runs: none while the instance is suspended.
+    pub fn least_replicas(&self, tenant: &Tenant) -> u32 {
+        if tenant.spec.suspended {
+            0
+        } else {
+            self.replicas.least()
+        }
+    }
+}
+
 /// How a Deployment replaces its pods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Rollout {
@@ -17,14 +55,16 @@ pub(super) enum Rollout {
 }
 
 /// A Deployment of pods that each run one long-lived `container` of `app`.
+/// Suspended, it asks for no pod whoever owns its replicas: Herd takes the
+/// field over (its apply is forced) and gives it up again on resumption.
 pub(super) fn deployment(
     tenant: &Tenant,
     component: &str,
     app: App,
-    replicas: u32,
+    replicas: Replicas,
     rollout: Rollout,
     container: Container,
-) -> Deployment {
+) -> Workload {
     let template = template(
         tenant,
         PodParts {
@@ -35,10 +75,15 @@ pub(super) fn deployment(
             restart_policy: None,
         },
     );
-    Deployment {
+    let spec_replicas = match replicas {
+        _ if tenant.spec.suspended => Some(0),
+        Replicas::Fixed(replicas) => Some(i32::try_from(replicas).unwrap_or(i32::MAX)),
+        Replicas::Autoscaled { .. } => None,
+    };
+    let deployment = Deployment {
         metadata: tenant.metadata(component, Some(component)),
         spec: DeploymentSpec {
-            replicas: Some(tenant.replicas(replicas)),
+            replicas: spec_replicas,
             selector: selector(tenant, component),
             strategy: (rollout == Rollout::Recreate).then(|| DeploymentStrategy {
                 type_: Some("Recreate".to_owned()),
@@ -51,6 +96,10 @@ pub(super) fn deployment(
             ..DeploymentSpec::default()
         },
         ..Deployment::default()
+    };
+    Workload {
+        deployment,
+        replicas,
     }
 }
 

@@ -94,6 +94,9 @@ enum Progress {
 
 fn deployment_progress(deployment: &Deployment) -> Progress {
     let name = deployment.name_any();
+    // The live count, whoever set it: Herd, or an autoscaler for a
+    // Deployment Herd builds without one. Built without one and not yet
+    // seen, it is the one replica the API server defaults to.
     let desired = deployment.spec.replicas.unwrap_or(1);
     let Some(status) = deployment.status.as_ref() else {
         return Progress::Pending(format!("{name}: not yet observed"));
@@ -407,6 +410,34 @@ mod tests {
         assert_eq!(
             condition(&status, PROGRESSING).message,
             "web: 1/2 available"
+        );
+    }
+
+    #[test]
+    fn an_autoscaled_deployment_is_judged_by_the_replicas_it_asks_for_now() {
+        for (desired, available, ready) in [(4, 3, "False"), (4, 4, "True"), (1, 1, "True")] {
+            let observed = observed(
+                vec![deployment("sidekiq-default", desired, available)],
+                Some("Complete"),
+            );
+            let status = compute_status(&instance(false, None), "mi-i1", &observed, NOW);
+            assert_eq!(
+                condition(&status, READY).status,
+                ready,
+                "{desired}/{available}"
+            );
+        }
+        let mut built = deployment("sidekiq-default", 1, 0);
+        built.spec.replicas = None;
+        let status = compute_status(
+            &instance(false, None),
+            "mi-i1",
+            &observed(vec![built], Some("Complete")),
+            NOW,
+        );
+        assert_eq!(
+            condition(&status, PROGRESSING).message,
+            "sidekiq-default: 0/1 available"
         );
     }
 
