@@ -554,6 +554,21 @@ pub struct UpdateInstanceRequest {
     pub scaling: Option<ScalingRequest>,
 }
 
+/// A version upgrade, in Mastodon's order: a backup, the pre-deploy
+/// migrations, the rollout, the post-deploy migrations. A rollout that is
+/// not ready in time is rolled back to the old version.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeInstanceRequest {
+    /// At most one minor release above the running version.
+    #[schema(example = "4.5.2")]
+    pub version: String,
+    /// How long the new version's workloads have to become ready before the
+    /// upgrade rolls back; 600 when left out.
+    #[schema(minimum = 5, maximum = 86400, example = 600)]
+    pub rollout_timeout_seconds: Option<u32>,
+}
+
 /// Scaling by hand on top of the plan; what is left out stays as it is.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

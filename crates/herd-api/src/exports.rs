@@ -304,6 +304,15 @@ impl From<herd_jobs::JobError> for Problem {
         match err {
             herd_jobs::JobError::Db(err) => return err.into(),
             herd_jobs::JobError::Query(err) => return err.into(),
+            herd_jobs::JobError::UpgradeRefused(refused) => {
+                return Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "upgrade_refused",
+                    "Upgrade refused",
+                    refused.to_string(),
+                )
+                .with_extensions(serde_json::json!({ "field": "version" }));
+            }
             _ => {}
         }
         tracing::error!(error = %err, "archive storage unavailable");

@@ -6,7 +6,8 @@ use uuid::Uuid;
 use crate::auth::Principal;
 use crate::body::{HashedJson, IdempotencyKey};
 use crate::dto::{
-    Accepted, BillingView, CreateInstanceRequest, InstanceList, InstanceView, UpdateInstanceRequest,
+    Accepted, BillingView, CreateInstanceRequest, InstanceList, InstanceView,
+    UpdateInstanceRequest, UpgradeInstanceRequest,
 };
 use crate::openapi::{
     Conflict, Forbidden, Gone, Malformed, NotFound, ServerError, TooLarge, Unauthenticated,
@@ -182,6 +183,41 @@ pub async fn update(
         }
     };
     Ok(answer.into())
+}
+
+/// Upgrades an instance to a newer Mastodon version, at most one minor
+/// release on: a backup (an export) first, the pre-deploy migrations, the
+/// rollout of web, streaming and sidekiq, the post-deploy migrations. A
+/// rollout not ready within `rollout_timeout_seconds` rolls back to the old
+/// version; the operation then fails with a reason starting `rolled back:`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/instances/{id}/upgrade",
+    operation_id = "upgrade_instance",
+    tag = "instances",
+    params(("id" = Uuid, Path, description = "The instance's id")),
+    request_body = UpgradeInstanceRequest,
+    responses(
+        (status = 202, description = "The upgrade has been queued", body = Accepted),
+        Malformed,
+        Unauthenticated,
+        NotFound,
+        Conflict,
+        TooLarge,
+        Unprocessable,
+        ServerError,
+        Unavailable,
+    )
+)]
+pub async fn upgrade(
+    state: web::Data<ApiState>,
+    principal: Principal,
+    id: web::Path<Uuid>,
+    request: HashedJson<UpgradeInstanceRequest>,
+) -> Result<HttpResponse, Problem> {
+    Ok(orders::upgrade(&state, &principal, *id, &request.value)
+        .await?
+        .into())
 }
 
 /// Suspends an instance: its workloads scale to zero, its data stays, it can

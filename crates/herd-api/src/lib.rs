@@ -73,6 +73,10 @@ fn endpoints() -> Vec<Endpoint> {
             ],
         ),
         endpoint(
+            "/api/v1/instances/{id}/upgrade",
+            vec![(Method::POST, web::to(instances::upgrade))],
+        ),
+        endpoint(
             "/api/v1/instances/{id}/suspend",
             vec![(Method::POST, web::to(instances::suspend))],
         ),

@@ -104,6 +104,7 @@ impl Modify for BearerAuth {
         instances::list,
         instances::show,
         instances::update,
+        instances::upgrade,
         instances::suspend,
         instances::resume,
         instances::delete,

@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::body::HashedJson;
-use crate::dto::{Accepted, CreateInstanceRequest};
+use crate::dto::{Accepted, CreateInstanceRequest, UpgradeInstanceRequest};
 use crate::email::check_email;
 use crate::{ApiState, Problem};
 
@@ -589,6 +589,58 @@ pub async fn suspension(
         let (instance, operation) =
             herd_jobs::changes::start(conn, id, change, Actor::Account(principal.0), json!({}))
                 .await?;
+        Ok::<_, Problem>(accepted(instance, operation))
+    })
+    .await
+}
+
+/// The bounds of a rollout's timeout, in seconds.
+const ROLLOUT_TIMEOUT_SECONDS: std::ops::RangeInclusive<u32> = 5..=86_400;
+
+/// Upgrades an instance to a newer Mastodon version, by its owner or an operator.
+pub async fn upgrade(
+    state: &ApiState,
+    principal: &Principal,
+    id: Uuid,
+    request: &UpgradeInstanceRequest,
+) -> Result<Answer, Problem> {
+    let to: MastodonVersion = request.version.parse().map_err(|err| {
+        unprocessable(
+            "invalid_version",
+            "Invalid version",
+            "version",
+            format!("{err}"),
+        )
+    })?;
+    let rollout_timeout = match request.rollout_timeout_seconds {
+        None => herd_jobs::upgrade::DEFAULT_ROLLOUT_TIMEOUT,
+        Some(seconds) if ROLLOUT_TIMEOUT_SECONDS.contains(&seconds) => {
+            std::time::Duration::from_secs(seconds.into())
+        }
+        Some(seconds) => {
+            return Err(unprocessable(
+                "invalid_rollout_timeout",
+                "Invalid rollout timeout",
+                "rollout_timeout_seconds",
+                format!(
+                    "{seconds} is not between {} and {} seconds",
+                    ROLLOUT_TIMEOUT_SECONDS.start(),
+                    ROLLOUT_TIMEOUT_SECONDS.end()
+                ),
+            ));
+        }
+    };
+    let request = herd_jobs::upgrade::UpgradeRequest {
+        to,
+        rollout_timeout,
+    };
+    let mut conn = state.connection().await?;
+    conn.transaction(async |conn| {
+        instances::find_instance(conn, &principal.0, id)
+            .await?
+            .ok_or_else(Problem::not_found)?;
+        let (instance, operation) =
+            herd_jobs::upgrade::start(conn, id, &request, Actor::Account(principal.0)).await?;
         Ok::<_, Problem>(accepted(instance, operation))
     })
     .await

@@ -75,6 +75,7 @@ fn render(index: usize) -> anyhow::Result<String> {
             region: "garage".into(),
             bucket: names.bucket,
         },
+        migration: None,
     };
     let instance = MastodonInstance::new(
         &herd_kube::children::namespace_name(&id),

@@ -75,4 +75,36 @@ pub struct InstanceSpec {
     pub origin: InstanceOrigin,
     pub database: DatabaseEndpoint,
     pub object_store: ObjectStoreEndpoint,
+    /// A migration of the database towards a newer version, run as a Job
+    /// while an upgrade is under way; the Deployments keep running `version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<MigrationRun>,
+}
+
+/// Which half of Mastodon's migrations runs: the pre-deploy ones are safe
+/// for the old code still serving, the post-deploy ones only once the new
+/// code serves (they drop what the old code used).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum MigrationPhase {
+    PreDeploy,
+    PostDeploy,
+}
+
+impl MigrationPhase {
+    /// The stable name, as Job names and stored stages use it.
+    pub fn name(self) -> &'static str {
+        match self {
+            MigrationPhase::PreDeploy => "pre",
+            MigrationPhase::PostDeploy => "post",
+        }
+    }
+}
+
+/// The migrations of `version` to run, in one phase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationRun {
+    pub version: String,
+    pub phase: MigrationPhase,
 }

@@ -344,6 +344,19 @@ pub async fn set_plan(
     Ok(())
 }
 
+/// Records the version the instance runs, once an upgrade to it succeeded.
+pub async fn set_version(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    version: &herd_core::version::MastodonVersion,
+) -> Result<(), DbError> {
+    diesel::update(instances::table.find(id))
+        .set(instances::version.eq(version.to_string()))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// How the instance is scaled by hand on top of its plan.
 pub async fn load_scaling(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Scaling, DbError> {
     let stored: Option<serde_json::Value> = instance_scaling::table

@@ -25,6 +25,7 @@ mod pool;
 mod readiness;
 mod schema;
 mod sealing;
+pub mod upgrades;
 
 pub use backoff::Backoff;
 pub use error::DbError;

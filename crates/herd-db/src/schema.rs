@@ -271,6 +271,22 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    instance_upgrades (operation_id) {
+        operation_id -> Uuid,
+        instance_id -> Uuid,
+        from_version -> Text,
+        to_version -> Text,
+        stage -> Text,
+        rollout_timeout_seconds -> Int4,
+        export_id -> Nullable<Uuid>,
+        failure -> Nullable<Text>,
+        stage_started_at -> Timestamptz,
+        created_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+    }
+}
+
 diesel::joinable!(api_tokens -> accounts (account_id));
 diesel::joinable!(subscriptions -> instances (instance_id));
 diesel::joinable!(instances -> accounts (owner_id));
@@ -294,6 +310,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     subscriptions,
     billing_customers,
     stripe_events,
+    instance_upgrades,
     fleet_upgrades,
     fleet_upgrade_members,
 );

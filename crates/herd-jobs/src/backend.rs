@@ -100,7 +100,9 @@ impl TenantBackend for HerdBackend {
     }
 }
 
-/// Provisioning or an update finished: the instance is Running, and the trail says so.
+/// Provisioning or an update finished: the instance is Running, and the trail
+/// says so. An upgrade passes through several Ready states and ends the
+/// Updating state itself, once its last stage is done.
 async fn mark_running(
     services: &Services,
     id: Uuid,
@@ -115,6 +117,10 @@ async fn mark_running(
             current.state,
             InstanceState::Provisioning | InstanceState::Updating
         ) {
+            return Ok(());
+        }
+        let upgrade = herd_db::upgrades::latest_upgrade(conn, id).await?;
+        if upgrade.is_some_and(|upgrade| upgrade.stage.is_active()) {
             return Ok(());
         }
         herd_db::instances::transition(conn, id, &LifecycleEvent::BecameReady).await?;

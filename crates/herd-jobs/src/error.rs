@@ -45,4 +45,7 @@ pub enum JobError {
     /// the job ends without retries and its operation fails with this reason.
     #[error("{0}")]
     Refused(String),
+    /// Mastodon does not support this version jump.
+    #[error(transparent)]
+    UpgradeRefused(#[from] herd_core::upgrade::UpgradeRefused),
 }

@@ -22,6 +22,7 @@ mod services;
 mod steps;
 mod tenant_data;
 mod update;
+pub mod upgrade;
 mod worker;
 
 pub use backend::HerdBackend;
@@ -40,6 +41,7 @@ pub mod kinds {
     pub use crate::export::KIND as EXPORT_INSTANCE;
     pub use crate::provision::KIND as PROVISION_INSTANCE;
     pub use crate::update::KIND as UPDATE_INSTANCE;
+    pub use crate::upgrade::KIND as UPGRADE_INSTANCE;
 }
 
 /// Runs a generator of herd-core (which takes its randomness as an argument,

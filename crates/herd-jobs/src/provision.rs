@@ -156,14 +156,15 @@ async fn keep_secrets(services: &Services, id: Uuid) -> Result<(), JobError> {
 /// Writes the instance's resource to its cluster; the reconciler does the rest.
 async fn apply(services: &Services, instance: &Instance) -> Result<(), JobError> {
     let resource = desired_resource(services, instance).await?;
-    apply_resource(services, instance, &resource).await
+    apply_resource(services, instance, &resource).await?;
+    Ok(())
 }
 
 pub(crate) async fn apply_resource(
     services: &Services,
     instance: &Instance,
     resource: &MastodonInstance,
-) -> Result<(), JobError> {
+) -> Result<MastodonInstance, JobError> {
     let Some(cluster) = instance.cluster_id else {
         return Err(JobError::NotYet(format!(
             "instance {} is not placed yet",
@@ -171,13 +172,14 @@ pub(crate) async fn apply_resource(
         )));
     };
     let api: Api<MastodonInstance> = Api::all(services.cluster_client(cluster).await?);
-    api.patch(
-        &resource_name(instance.id),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(resource),
-    )
-    .await?;
-    Ok(())
+    let applied = api
+        .patch(
+            &resource_name(instance.id),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(resource),
+        )
+        .await?;
+    Ok(applied)
 }
 
 /// Waits for the reconciler to report the instance Ready (it mirrors that

@@ -6,6 +6,7 @@ use herd_core::spec::{DatabaseEndpoint, InstanceSpec, ObjectStoreEndpoint};
 use herd_core::tenant::TenantNames;
 use herd_db::fleet::{DatabaseServerAccess, ObjectStoreAccess};
 use herd_db::instances::Instance;
+use herd_db::upgrades::Upgrade;
 use herd_kube::crd::{MastodonInstance, MastodonInstanceSpec};
 use uuid::Uuid;
 
@@ -52,8 +53,10 @@ pub async fn desired_resource(
         herd_db::fleet::database_server_access(&mut conn, &services.sealer, database_server)
             .await?;
     let store = herd_db::fleet::object_store_access(&mut conn, &services.sealer, store).await?;
+    let upgrade = herd_db::upgrades::latest_upgrade(&mut conn, instance.id).await?;
     Ok(instance_resource(
         instance,
+        upgrade.as_ref(),
         &plan,
         &database,
         &store,
@@ -66,19 +69,32 @@ pub fn resource_name(instance_id: Uuid) -> String {
     herd_kube::children::namespace_name(&instance_id.to_string())
 }
 
+/// The resource of `instance`; while `upgrade` is under way its stage says
+/// which version the workloads run and which migration Job runs.
 pub fn instance_resource(
     instance: &Instance,
+    upgrade: Option<&Upgrade>,
     plan: &Plan,
     database: &DatabaseServerAccess,
     store: &ObjectStoreAccess,
     installation: &str,
 ) -> MastodonInstance {
     let names = TenantNames::for_instance(&instance.id.to_string());
+    let (version, migration) = match upgrade.filter(|u| u.stage.shapes_the_workloads()) {
+        Some(upgrade) => (
+            upgrade
+                .stage
+                .workload_version(upgrade.from, upgrade.to)
+                .to_string(),
+            upgrade.stage.migration(upgrade.to),
+        ),
+        None => (instance.version.clone(), None),
+    };
     let spec = InstanceSpec {
         instance_id: instance.id.to_string(),
         local_domain: instance.domain.clone(),
         web_domain: instance.web_domain.clone(),
-        version: instance.version.clone(),
+        version,
         owner_email: instance.owner_email.clone(),
         plan: plan.clone(),
         suspended: instance.state == InstanceState::Suspended,
@@ -94,6 +110,7 @@ pub fn instance_resource(
             region: store.s3_region.clone(),
             bucket: names.bucket,
         },
+        migration,
     };
     let mut resource = MastodonInstance::new(
         &resource_name(instance.id),
@@ -108,6 +125,8 @@ pub fn instance_resource(
 mod tests {
     use chrono::Utc;
     use herd_core::plan::starter_plans;
+    use herd_core::spec::MigrationPhase;
+    use herd_core::upgrade::UpgradeStage;
 
     use super::*;
 
@@ -131,6 +150,10 @@ mod tests {
     }
 
     fn build(state: InstanceState) -> MastodonInstance {
+        build_upgrading(state, None)
+    }
+
+    fn build_upgrading(state: InstanceState, upgrade: Option<&Upgrade>) -> MastodonInstance {
         let database = DatabaseServerAccess {
             tenant_host: "db.internal".into(),
             tenant_port: 5432,
@@ -144,6 +167,7 @@ mod tests {
         };
         instance_resource(
             &instance(state),
+            upgrade,
             &starter_plans()[0],
             &database,
             &store,
@@ -178,6 +202,41 @@ mod tests {
     #[test]
     fn a_suspended_instance_is_reconciled_to_zero() {
         assert!(build(InstanceState::Suspended).spec.instance.suspended);
+    }
+
+    fn upgrade(stage: UpgradeStage) -> Upgrade {
+        Upgrade {
+            operation_id: Uuid::nil(),
+            instance_id: Uuid::nil(),
+            from: "4.5.2".parse().unwrap(),
+            to: "4.6.0".parse().unwrap(),
+            stage,
+            rollout_timeout: std::time::Duration::from_secs(60),
+            export_id: None,
+            failure: None,
+            stage_started_at: Utc::now(),
+            created_at: Utc::now(),
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn an_upgrade_under_way_decides_the_version_and_the_migration() {
+        let runs = |stage| {
+            let spec = build_upgrading(InstanceState::Updating, Some(&upgrade(stage)))
+                .spec
+                .instance;
+            (spec.version, spec.migration.map(|m| m.phase))
+        };
+        assert_eq!(
+            runs(UpgradeStage::PreDeploy),
+            ("4.5.2".into(), Some(MigrationPhase::PreDeploy))
+        );
+        assert_eq!(runs(UpgradeStage::Rollout), ("4.6.0".into(), None));
+        assert_eq!(runs(UpgradeStage::RollingBack), ("4.5.2".into(), None));
+        // Finished: the record holds the version the workloads run.
+        assert_eq!(runs(UpgradeStage::Succeeded), ("4.5.2".into(), None));
+        assert_eq!(runs(UpgradeStage::RolledBack), ("4.5.2".into(), None));
     }
 
     #[test]

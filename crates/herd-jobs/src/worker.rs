@@ -12,13 +12,14 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::{InstanceJob, JobError, Services, billing, delete, export, provision, update};
+use crate::{InstanceJob, JobError, Services, billing, delete, export, provision, update, upgrade};
 
-const KINDS: [&str; 5] = [
+const KINDS: [&str; 6] = [
     provision::KIND,
     delete::KIND,
     export::KIND,
     update::KIND,
+    upgrade::KIND,
     billing::EVENT_KIND,
 ];
 const IDLE_POLL: Duration = Duration::from_millis(500);
@@ -180,6 +181,10 @@ async fn dispatch(services: &Services, job: &ClaimedJob, slot: &mut Slot) -> Res
             let instance_job: InstanceJob = payload(job)?;
             update::run(services, job.id, &instance_job).await
         }
+        upgrade::KIND => {
+            let instance_job: InstanceJob = payload(job)?;
+            upgrade::run(services, &instance_job, slot).await
+        }
         billing::EVENT_KIND => {
             let event_job: billing::EventJob = payload(job)?;
             billing::apply_event(services, &event_job).await
@@ -283,6 +288,9 @@ async fn record_outcome(
                 herd_db::archives::ExportState::Failed,
             )
             .await?;
+        }
+        upgrade::KIND => {
+            upgrade::abandon(&mut conn, instance_job.operation_id, &message).await?;
         }
         _ => {}
     }

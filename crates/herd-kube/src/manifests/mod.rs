@@ -8,6 +8,7 @@
 mod config;
 mod disruption;
 mod ingress;
+mod migrate;
 mod namespace;
 mod network;
 mod pod;
@@ -42,6 +43,8 @@ use crate::children::{
     MANAGED_BY, namespace_name,
 };
 use crate::crd::MastodonInstance;
+
+pub use migrate::job_name as migration_job_name;
 
 /// Which program a pod runs. NetworkPolicies select pods by it: Mastodon's
 /// processes may reach Redis and the internet, Redis neither.
@@ -98,6 +101,9 @@ pub fn desired_children(
     children.extend(services.iter().map(Child::from_typed));
     children.push(Child::from_typed(&ingress::ingress(&tenant)));
     children.push(Child::from_typed(&setup::job(&tenant)));
+    if let Some(run) = &tenant.spec.migration {
+        children.push(Child::from_typed(&migrate::job(&tenant, run)));
+    }
     children.extend(
         disruption::budgets(&tenant, &deployments)
             .iter()
@@ -196,12 +202,14 @@ impl<'a> Tenant<'a> {
     /// The API accepts only parseable versions; a hand-edited one is used as
     /// given, so the failing image pull shows in the instance's status.
     fn image(&self, repository: &str) -> String {
-        let tag = self
-            .spec
-            .version
+        self.image_of(repository, &self.spec.version)
+    }
+
+    fn image_of(&self, repository: &str, version: &str) -> String {
+        let tag = version
             .parse::<MastodonVersion>()
             .map(|version| version.image_tag())
-            .unwrap_or_else(|_| self.spec.version.clone());
+            .unwrap_or_else(|_| version.to_owned());
         format!("{repository}:{tag}")
     }
 }

@@ -47,6 +47,7 @@ fn instance(plan_name: &str) -> MastodonInstance {
                     region: "garage".into(),
                     bucket: "mi-0193a5c27f1e-media".into(),
                 },
+                migration: None,
             },
         },
     );
@@ -834,4 +835,65 @@ fn an_unparsed_version_is_used_as_given() {
     let web = named::<Deployment>(&children_of(&instance), "web");
     let image = web.spec.template.spec.unwrap().containers[0].image.clone();
     assert_eq!(image.as_deref(), Some("ghcr.io/mastodon/mastodon:nightly"));
+}
+
+fn migrating(phase: herd_core::spec::MigrationPhase) -> MastodonInstance {
+    let mut upgrading = instance("small");
+    upgrading.spec.instance.version = "4.4.3".into();
+    upgrading.spec.instance.migration = Some(herd_core::spec::MigrationRun {
+        version: "4.5.2".into(),
+        phase,
+    });
+    upgrading
+}
+
+#[test]
+fn pre_deploy_migrations_run_the_new_image_and_skip_the_post_deploy_ones() {
+    let children = children_of(&migrating(herd_core::spec::MigrationPhase::PreDeploy));
+    let job = named::<Job>(&children, "migrate-pre-4-5-2").spec.unwrap();
+    assert_eq!(job.suspend, Some(false));
+    let pod = job.template.spec.unwrap();
+    assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    let container = &pod.containers[0];
+    assert_eq!(
+        container.image.as_deref(),
+        Some("ghcr.io/mastodon/mastodon:v4.5.2")
+    );
+    assert_eq!(
+        container.command.as_deref().unwrap(),
+        ["bundle", "exec", "rails", "db:migrate"]
+    );
+    assert_eq!(
+        env_value(&pod, "SKIP_POST_DEPLOYMENT_MIGRATIONS").as_deref(),
+        Some("true")
+    );
+    // The workloads keep the old version until the rollout.
+    let web = named::<Deployment>(&children, "web");
+    let web_image = web.spec.template.spec.unwrap().containers[0].image.clone();
+    assert_eq!(
+        web_image.as_deref(),
+        Some("ghcr.io/mastodon/mastodon:v4.4.3")
+    );
+}
+
+#[test]
+fn post_deploy_migrations_run_them_all() {
+    let children = children_of(&migrating(herd_core::spec::MigrationPhase::PostDeploy));
+    let job = named::<Job>(&children, "migrate-post-4-5-2").spec.unwrap();
+    let pod = job.template.spec.unwrap();
+    assert!(env_value(&pod, "SKIP_POST_DEPLOYMENT_MIGRATIONS").is_none());
+    assert!(
+        typed::<Job>(&children)
+            .iter()
+            .all(|job| { job.metadata.name.as_deref() != Some("migrate-pre-4-5-2") })
+    );
+}
+
+#[test]
+fn no_migration_job_outside_an_upgrade() {
+    let names: Vec<String> = typed::<Job>(&children_of(&instance("small")))
+        .into_iter()
+        .map(|job| job.metadata.name.unwrap())
+        .collect();
+    assert_eq!(names, ["setup"]);
 }

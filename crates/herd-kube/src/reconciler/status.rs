@@ -317,6 +317,7 @@ mod tests {
                         region: "garage".into(),
                         bucket: "i1".into(),
                     },
+                    migration: None,
                 },
             },
         );

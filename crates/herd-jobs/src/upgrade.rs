@@ -1,0 +1,570 @@
+//! Version upgrades, in Mastodon's own order, with a way back.
+//!
+//! backup -> pre-deploy migrations -> rollout -> post-deploy migrations.
+//! The backup is an export. The pre-deploy migrations run as a Job of the
+//! new image while the old code serves; then web, streaming and sidekiq roll
+//! to the new image; the post-deploy migrations run last. Until they run the
+//! old code still fits the schema, so a rollout that is not Ready within its
+//! timeout (or migrations that fail first) rolls back to the old image, and
+//! the instance ends Running on its old version. The stage of the upgrade is
+//! stored, and the resource is built from it: a resumed job carries on from
+//! the stage it reached, and the rollout's deadline counts from when the
+//! rollout began, not from the resumption.
+
+use std::time::{Duration, Instant};
+
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use herd_core::lifecycle::{InstanceState, LifecycleEvent};
+use herd_core::upgrade::UpgradeStage;
+use herd_core::version::MastodonVersion;
+use herd_db::archives::ExportState;
+use herd_db::audit::{Actor, AuditEntry};
+use herd_db::instances::Instance;
+use herd_db::jobs::NewJob;
+use herd_db::operations::{NewOperation, Operation};
+use herd_db::upgrades::{NewUpgrade, Upgrade};
+use herd_kube::crd::MastodonInstance;
+use kube::Api;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::resource::{desired_resource, resource_name};
+use crate::worker::Slot;
+use crate::{InstanceJob, JobError, Services, export, provision};
+
+pub const KIND: &str = "upgrade_instance";
+/// The operation's steps, as customers follow them.
+pub const STEPS: &[&str] = &[
+    "backup",
+    "pre_deploy_migrations",
+    "rollout",
+    "post_deploy_migrations",
+];
+/// How long a rollout may take when the request names no timeout.
+pub const DEFAULT_ROLLOUT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Enough to ride out a cluster or database restart under backoff.
+const ATTEMPTS: i32 = 10;
+/// The reconciler wakes the wait when the instance turns Ready; this covers
+/// a reconciler in another process and a verdict of Degraded.
+const RECHECK: Duration = Duration::from_secs(2);
+
+/// An upgrade to start.
+pub struct UpgradeRequest {
+    pub to: MastodonVersion,
+    /// How long the new version's workloads have to become Ready before the
+    /// upgrade rolls back.
+    pub rollout_timeout: Duration,
+}
+
+/// In the caller's transaction: checks the jump, moves the instance to
+/// Updating, enqueues the job and records the operation and the upgrade,
+/// publishes `instance.upgrade_started` and audits. Returns the instance as
+/// it is now, and the operation.
+pub async fn start(
+    conn: &mut AsyncPgConnection,
+    instance_id: Uuid,
+    request: &UpgradeRequest,
+    actor: Actor,
+) -> Result<(Instance, Operation), JobError> {
+    let current = herd_db::instances::load_instance(conn, instance_id)
+        .await?
+        .ok_or(JobError::MissingInstance(instance_id))?;
+    let from: MastodonVersion = current
+        .version
+        .parse()
+        .map_err(|err: herd_core::version::VersionError| JobError::Refused(err.to_string()))?;
+    herd_core::upgrade::check_jump(from, request.to)?;
+    let instance =
+        herd_db::instances::transition(conn, instance_id, &LifecycleEvent::UpdateStarted).await?;
+    let started_by = match &actor {
+        Actor::Account(principal) => Some(principal.account_id),
+        Actor::System(_) => None,
+    };
+    let operation_id = Uuid::now_v7();
+    let job = herd_db::jobs::enqueue(
+        conn,
+        NewJob {
+            kind: KIND,
+            payload: serde_json::to_value(InstanceJob {
+                instance_id,
+                operation_id,
+                archive: None,
+            })
+            .expect("a job payload always serialises"),
+            dedupe_key: Some(&format!("upgrade:{operation_id}")),
+            max_attempts: ATTEMPTS,
+        },
+    )
+    .await?;
+    let operation = herd_db::operations::create_operation(
+        conn,
+        NewOperation {
+            id: operation_id,
+            instance_id,
+            kind: "upgrade",
+            steps: STEPS,
+            started_by,
+            job_id: Some(job.0),
+        },
+    )
+    .await?;
+    herd_db::upgrades::create_upgrade(
+        conn,
+        NewUpgrade {
+            operation_id,
+            instance_id,
+            from,
+            to: request.to,
+            rollout_timeout: request.rollout_timeout,
+        },
+    )
+    .await?;
+    let facts = json!({
+        "instance_id": instance_id,
+        "operation_id": operation_id,
+        "from": from,
+        "to": request.to,
+        "rollout_timeout_seconds": request.rollout_timeout.as_secs(),
+    });
+    herd_db::outbox::publish(conn, "instance.upgrade_started", facts.clone()).await?;
+    herd_db::audit::record(
+        conn,
+        AuditEntry {
+            actor,
+            action: "instance.upgrade",
+            object_kind: "instance",
+            object_id: instance_id.to_string(),
+            details: facts,
+        },
+    )
+    .await?;
+    Ok((instance, operation))
+}
+
+/// How a stage ended.
+enum Verdict {
+    Ready,
+    NotReady(String),
+}
+
+pub async fn run(
+    services: &Services,
+    payload: &InstanceJob,
+    slot: &mut Slot,
+) -> Result<(), JobError> {
+    loop {
+        let upgrade = load(services, payload.operation_id).await?;
+        still_wanted(services, upgrade.instance_id).await?;
+        match upgrade.stage {
+            UpgradeStage::Backup => match back_up(services, &upgrade, slot).await? {
+                Verdict::Ready => advance(services, &upgrade, UpgradeStage::PreDeploy).await?,
+                Verdict::NotReady(reason) => {
+                    roll_back(services, &upgrade, format!("the backup failed: {reason}")).await?;
+                }
+            },
+            UpgradeStage::PreDeploy => {
+                slot.release();
+                match settle(services, &upgrade, services.ready_timeout).await? {
+                    Verdict::Ready => advance(services, &upgrade, UpgradeStage::Rollout).await?,
+                    Verdict::NotReady(reason) => {
+                        let reason =
+                            format!("the pre-deploy migrations did not complete: {reason}");
+                        roll_back(services, &upgrade, reason).await?;
+                    }
+                }
+            }
+            UpgradeStage::Rollout => {
+                slot.release();
+                // Counted from when the rollout began, across resumptions.
+                let spent = (chrono::Utc::now() - upgrade.stage_started_at)
+                    .to_std()
+                    .unwrap_or_default();
+                let left = upgrade.rollout_timeout.saturating_sub(spent);
+                match settle(services, &upgrade, left).await? {
+                    Verdict::Ready => advance(services, &upgrade, UpgradeStage::PostDeploy).await?,
+                    Verdict::NotReady(reason) => {
+                        let reason = format!(
+                            "{} was not ready within {}s: {reason}",
+                            upgrade.to,
+                            upgrade.rollout_timeout.as_secs()
+                        );
+                        roll_back(services, &upgrade, reason).await?;
+                    }
+                }
+            }
+            UpgradeStage::PostDeploy => {
+                slot.release();
+                match settle(services, &upgrade, services.ready_timeout).await? {
+                    Verdict::Ready => succeed(services, &upgrade).await?,
+                    Verdict::NotReady(reason) => {
+                        let reason =
+                            format!("the post-deploy migrations did not complete: {reason}");
+                        fail(services, &upgrade, &reason).await?;
+                    }
+                }
+            }
+            UpgradeStage::RollingBack => {
+                slot.release();
+                match settle(services, &upgrade, services.ready_timeout).await? {
+                    Verdict::Ready => finish_rollback(services, &upgrade).await?,
+                    Verdict::NotReady(reason) => {
+                        return Err(JobError::NotYet(format!(
+                            "the rollback to {} is not ready yet: {reason}",
+                            upgrade.from
+                        )));
+                    }
+                }
+            }
+            // The record holds the outcome; the resource loses the migration Job.
+            UpgradeStage::Succeeded | UpgradeStage::RolledBack => {
+                apply(services, upgrade.instance_id).await?;
+                return Ok(());
+            }
+            UpgradeStage::Failed => return Ok(()),
+        }
+    }
+}
+
+/// Gives up an upgrade whose job failed for good: the instance is Failed,
+/// with the reason, for an operator to look at. Before the post-deploy
+/// migrations its resource returns to the old version with the next apply.
+pub(crate) async fn abandon(
+    conn: &mut AsyncPgConnection,
+    operation_id: Uuid,
+    reason: &str,
+) -> Result<(), JobError> {
+    let Some(upgrade) = herd_db::upgrades::load_upgrade(conn, operation_id).await? else {
+        return Ok(());
+    };
+    if !upgrade.stage.is_active() {
+        return Ok(());
+    }
+    let terminal = if upgrade.stage == UpgradeStage::PostDeploy {
+        UpgradeStage::Failed
+    } else {
+        UpgradeStage::RolledBack
+    };
+    conn.transaction::<_, JobError, _>(async |conn| {
+        mark_failed(conn, &upgrade, terminal, reason).await?;
+        herd_db::operations::finish_operation(conn, operation_id, Some(reason)).await?;
+        Ok(())
+    })
+    .await
+}
+
+async fn load(services: &Services, operation_id: Uuid) -> Result<Upgrade, JobError> {
+    let mut conn = services.conn().await?;
+    herd_db::upgrades::load_upgrade(&mut conn, operation_id)
+        .await?
+        .ok_or_else(|| JobError::Payload(format!("upgrade {operation_id} is not recorded")))
+}
+
+async fn load_instance(services: &Services, id: Uuid) -> Result<Instance, JobError> {
+    let mut conn = services.conn().await?;
+    herd_db::instances::load_instance(&mut conn, id)
+        .await?
+        .ok_or(JobError::MissingInstance(id))
+}
+
+async fn still_wanted(services: &Services, id: Uuid) -> Result<(), JobError> {
+    match load_instance(services, id).await?.state {
+        InstanceState::Deleting | InstanceState::Deleted => Err(JobError::Cancelled(format!(
+            "instance {id} is being deleted"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Takes the backup, once, and waits for it to be complete and verified.
+async fn back_up(
+    services: &Services,
+    upgrade: &Upgrade,
+    slot: &mut Slot,
+) -> Result<Verdict, JobError> {
+    let export_id = match upgrade.export_id {
+        Some(id) => id,
+        None => {
+            let mut conn = services.conn().await?;
+            let (operation_id, instance_id) = (upgrade.operation_id, upgrade.instance_id);
+            conn.transaction::<_, JobError, _>(async |conn| {
+                let (export, _) = export::start(
+                    conn,
+                    &services.sealer,
+                    export::StartExport {
+                        instance_id,
+                        requested_by: None,
+                        compressed: true,
+                        recipient: None,
+                        push: None,
+                        final_export: false,
+                    },
+                )
+                .await?;
+                herd_db::upgrades::set_backup(conn, operation_id, export.id).await?;
+                Ok(export.id)
+            })
+            .await?
+        }
+    };
+    // The export runs as a job of its own, which this worker may take.
+    slot.release();
+    loop {
+        let export = {
+            let mut conn = services.conn().await?;
+            herd_db::archives::load_export(&mut conn, export_id).await?
+        };
+        match export.map(|e| e.state) {
+            Some(ExportState::Complete) => return Ok(Verdict::Ready),
+            Some(ExportState::Pending | ExportState::Running) => {
+                tokio::time::sleep(RECHECK).await;
+            }
+            Some(state) => {
+                return Ok(Verdict::NotReady(format!(
+                    "export {export_id} is {}",
+                    state.as_str()
+                )));
+            }
+            None => return Ok(Verdict::NotReady(format!("export {export_id} is gone"))),
+        }
+    }
+}
+
+/// Applies the resource as the upgrade's stage shapes it.
+async fn apply(services: &Services, instance_id: Uuid) -> Result<MastodonInstance, JobError> {
+    let instance = load_instance(services, instance_id).await?;
+    let resource = desired_resource(services, &instance).await?;
+    provision::apply_resource(services, &instance, &resource).await
+}
+
+/// Applies the stage's resource and waits up to `timeout` for the reconciler
+/// to judge it: Ready, or why not (what failed, or what was still pending).
+async fn settle(
+    services: &Services,
+    upgrade: &Upgrade,
+    timeout: Duration,
+) -> Result<Verdict, JobError> {
+    let deadline = Instant::now() + timeout;
+    let signal = services.ready.watch(upgrade.instance_id);
+    let applied = apply(services, upgrade.instance_id).await?;
+    let instance = load_instance(services, upgrade.instance_id).await?;
+    let Some(cluster) = instance.cluster_id else {
+        return Err(JobError::NotYet(format!(
+            "instance {} is not placed yet",
+            instance.id
+        )));
+    };
+    let api: Api<MastodonInstance> = Api::all(services.cluster_client(cluster).await?);
+    let name = resource_name(instance.id);
+    loop {
+        let current = api.get(&name).await?;
+        let status = current
+            .status
+            .filter(|status| status.observed_generation >= applied.metadata.generation);
+        let condition = |type_: &str| {
+            status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+                .filter(|c| c.status == "True")
+                .map(|c| c.message.clone())
+        };
+        if condition("Ready").is_some() {
+            return Ok(Verdict::Ready);
+        }
+        if let Some(failed) = condition("Degraded") {
+            return Ok(Verdict::NotReady(failed));
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            let pending = condition("Progressing")
+                .unwrap_or_else(|| "the new state is not yet observed".to_owned());
+            return Ok(Verdict::NotReady(pending));
+        }
+        tokio::select! {
+            () = signal.notified() => {}
+            () = tokio::time::sleep(RECHECK.min(deadline - now)) => {}
+        }
+    }
+}
+
+/// Moves on to the next stage, with the operation's progress, at once.
+async fn advance(services: &Services, upgrade: &Upgrade, to: UpgradeStage) -> Result<(), JobError> {
+    let done = step_of(upgrade.stage);
+    let mut conn = services.conn().await?;
+    conn.transaction::<_, JobError, _>(async |conn| {
+        herd_db::upgrades::advance(conn, upgrade.operation_id, upgrade.stage, to, None).await?;
+        if let Some(step) = done {
+            herd_db::operations::complete_step(conn, upgrade.operation_id, step).await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// The operation's step a stage carries out.
+fn step_of(stage: UpgradeStage) -> Option<&'static str> {
+    match stage {
+        UpgradeStage::Backup => Some("backup"),
+        UpgradeStage::PreDeploy => Some("pre_deploy_migrations"),
+        UpgradeStage::Rollout => Some("rollout"),
+        UpgradeStage::PostDeploy => Some("post_deploy_migrations"),
+        _ => None,
+    }
+}
+
+/// Turns back to the old version: the next pass applies it and waits.
+async fn roll_back(services: &Services, upgrade: &Upgrade, reason: String) -> Result<(), JobError> {
+    tracing::warn!(%reason, from = %upgrade.from, to = %upgrade.to, "rolling an upgrade back");
+    let mut conn = services.conn().await?;
+    herd_db::upgrades::advance(
+        &mut conn,
+        upgrade.operation_id,
+        upgrade.stage,
+        UpgradeStage::RollingBack,
+        Some(&reason),
+    )
+    .await?;
+    Ok(())
+}
+
+fn facts(upgrade: &Upgrade, extra: Value) -> Value {
+    let mut facts = json!({
+        "instance_id": upgrade.instance_id,
+        "operation_id": upgrade.operation_id,
+        "from": upgrade.from,
+        "to": upgrade.to,
+        "backup_export_id": upgrade.export_id,
+    });
+    if let (Some(facts), Value::Object(extra)) = (facts.as_object_mut(), extra) {
+        facts.extend(extra);
+    }
+    facts
+}
+
+/// The new version serves with its schema complete: on record at last.
+async fn succeed(services: &Services, upgrade: &Upgrade) -> Result<(), JobError> {
+    let mut conn = services.conn().await?;
+    conn.transaction::<_, JobError, _>(async |conn| {
+        herd_db::upgrades::advance(
+            conn,
+            upgrade.operation_id,
+            upgrade.stage,
+            UpgradeStage::Succeeded,
+            None,
+        )
+        .await?;
+        herd_db::instances::set_version(conn, upgrade.instance_id, &upgrade.to).await?;
+        herd_db::instances::transition(conn, upgrade.instance_id, &LifecycleEvent::BecameReady)
+            .await?;
+        let facts = facts(upgrade, json!({}));
+        herd_db::outbox::publish(conn, "instance.upgraded", facts.clone()).await?;
+        herd_db::audit::record(
+            conn,
+            AuditEntry {
+                actor: Actor::System("upgrader"),
+                action: "instance.upgrade.succeeded",
+                object_kind: "instance",
+                object_id: upgrade.instance_id.to_string(),
+                details: facts,
+            },
+        )
+        .await?;
+        herd_db::operations::complete_step(conn, upgrade.operation_id, "post_deploy_migrations")
+            .await?;
+        herd_db::operations::finish_operation(conn, upgrade.operation_id, None).await?;
+        Ok(())
+    })
+    .await
+}
+
+/// The old version serves again: Running as before, the operation failed.
+async fn finish_rollback(services: &Services, upgrade: &Upgrade) -> Result<(), JobError> {
+    let reason = upgrade.failure.clone().unwrap_or_default();
+    let mut conn = services.conn().await?;
+    conn.transaction::<_, JobError, _>(async |conn| {
+        herd_db::upgrades::advance(
+            conn,
+            upgrade.operation_id,
+            upgrade.stage,
+            UpgradeStage::RolledBack,
+            Some(&reason),
+        )
+        .await?;
+        herd_db::instances::transition(conn, upgrade.instance_id, &LifecycleEvent::BecameReady)
+            .await?;
+        let facts = facts(upgrade, json!({ "reason": reason }));
+        herd_db::outbox::publish(conn, "instance.upgrade_rolled_back", facts.clone()).await?;
+        herd_db::audit::record(
+            conn,
+            AuditEntry {
+                actor: Actor::System("upgrader"),
+                action: "instance.upgrade.rolled_back",
+                object_kind: "instance",
+                object_id: upgrade.instance_id.to_string(),
+                details: facts,
+            },
+        )
+        .await?;
+        herd_db::operations::finish_operation(
+            conn,
+            upgrade.operation_id,
+            Some(&format!("rolled back: {reason}")),
+        )
+        .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Past the point of no return and failed: an operator takes over.
+async fn fail(services: &Services, upgrade: &Upgrade, reason: &str) -> Result<(), JobError> {
+    let mut conn = services.conn().await?;
+    conn.transaction::<_, JobError, _>(async |conn| {
+        mark_failed(conn, upgrade, UpgradeStage::Failed, reason).await?;
+        herd_db::operations::finish_operation(conn, upgrade.operation_id, Some(reason)).await?;
+        Ok(())
+    })
+    .await
+}
+
+async fn mark_failed(
+    conn: &mut AsyncPgConnection,
+    upgrade: &Upgrade,
+    terminal: UpgradeStage,
+    reason: &str,
+) -> Result<(), JobError> {
+    herd_db::upgrades::advance(
+        conn,
+        upgrade.operation_id,
+        upgrade.stage,
+        terminal,
+        Some(reason),
+    )
+    .await?;
+    let instance = herd_db::instances::load_instance(conn, upgrade.instance_id)
+        .await?
+        .ok_or(JobError::MissingInstance(upgrade.instance_id))?;
+    if instance.state == InstanceState::Updating {
+        herd_db::instances::transition(
+            conn,
+            upgrade.instance_id,
+            &LifecycleEvent::Failed {
+                reason: reason.to_owned(),
+            },
+        )
+        .await?;
+    }
+    let facts = facts(upgrade, json!({ "reason": reason }));
+    herd_db::outbox::publish(conn, "instance.upgrade_failed", facts.clone()).await?;
+    herd_db::audit::record(
+        conn,
+        AuditEntry {
+            actor: Actor::System("upgrader"),
+            action: "instance.upgrade.failed",
+            object_kind: "instance",
+            object_id: upgrade.instance_id.to_string(),
+            details: facts,
+        },
+    )
+    .await?;
+    Ok(())
+}
