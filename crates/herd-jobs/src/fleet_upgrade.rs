@@ -4,18 +4,32 @@
 //! The operator's controls (start, pause, resume, abort) each change the
 //! upgrade, enqueue the driver when it must run, publish an event and audit
 //! the change, in the caller's transaction.
+//!
+//! The driver keeps nothing but what the database holds: each pass reads
+//! where the members stand, so a driver resumed after a crash, or a second
+//! one started by a resume while the first winds down, carries on from
+//! there. A member starts in the transaction that marks it upgrading, and
+//! only from pending, so none is ever started twice.
 
-use diesel_async::AsyncPgConnection;
+use std::time::Duration;
+
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use herd_core::lifecycle::InstanceState;
+use herd_core::version::MastodonVersion;
+use herd_core::waves::WaveDecision;
 use herd_db::audit::{Actor, AuditEntry};
 use herd_db::fleet_upgrades::{
-    self, FleetUpgrade, FleetUpgradeState, MemberState, NewFleetUpgrade,
+    self, FleetUpgrade, FleetUpgradeState, Member, MemberState, NewFleetUpgrade,
 };
 use herd_db::jobs::NewJob;
+use herd_db::operations::OperationState;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::JobError;
+use crate::upgrade::{self, UpgradeRequest};
+use crate::worker::Slot;
+use crate::{JobError, Services};
 
 pub const KIND: &str = "fleet_upgrade";
 /// The actor of what the driver does by itself, automatic pauses included.
@@ -23,6 +37,8 @@ pub const SYSTEM: Actor = Actor::System("fleet-upgrade");
 /// Enough to ride out a database restart under backoff; the driver keeps no
 /// state of its own, so each attempt picks up where the members stand.
 const ATTEMPTS: i32 = 10;
+/// How often the members' upgrades are looked at while a wave runs.
+const POLL: Duration = Duration::from_secs(1);
 
 /// The driver job's payload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -202,4 +218,221 @@ pub async fn abort(
     )
     .await?;
     Ok(Some(upgrade))
+}
+
+/// Drives the upgrade until it pauses, ends, or is aborted: waits for the
+/// members upgrading, records their outcomes, decides after each wave, and
+/// starts the next.
+pub async fn run(
+    services: &Services,
+    job: &FleetUpgradeJob,
+    slot: &mut Slot,
+) -> Result<(), JobError> {
+    // The driver mostly waits for the members' own upgrade jobs, which need
+    // workers too.
+    slot.release();
+    let id = job.upgrade_id;
+    loop {
+        let mut conn = services.conn().await?;
+        let members = fleet_upgrades::members(&mut conn, id).await?;
+        let mut in_flight = false;
+        for member in members.iter().filter(|m| m.state == MemberState::Upgrading) {
+            in_flight |= !record_outcome(&mut conn, id, member).await?;
+        }
+        if in_flight {
+            drop(conn);
+            tokio::time::sleep(POLL).await;
+            continue;
+        }
+        let step = conn
+            .transaction::<_, JobError, _>(async |conn| next_wave(conn, id).await)
+            .await?;
+        if step == Step::Stop {
+            return Ok(());
+        }
+    }
+}
+
+/// Records the outcome of a member whose upgrade ended; `false` while it runs.
+async fn record_outcome(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    member: &Member,
+) -> Result<bool, JobError> {
+    let operation_id = member.operation_id.ok_or_else(|| {
+        JobError::Payload(format!(
+            "member {} of fleet upgrade {id} is upgrading without an operation",
+            member.instance_id
+        ))
+    })?;
+    let operation = herd_db::operations::load_operation(conn, operation_id)
+        .await?
+        .ok_or_else(|| JobError::Payload(format!("operation {operation_id} is gone")))?;
+    let outcome = match operation.state {
+        OperationState::Succeeded => MemberState::Succeeded,
+        OperationState::Failed => MemberState::Failed,
+        OperationState::Pending | OperationState::Running => return Ok(false),
+    };
+    conn.transaction::<_, JobError, _>(async |conn| {
+        let moved = fleet_upgrades::move_members(
+            conn,
+            id,
+            Some(member.instance_id),
+            MemberState::Upgrading,
+            outcome,
+            None,
+        )
+        .await?;
+        let members = fleet_upgrades::members(conn, id).await?;
+        let wave_done = !members.iter().any(|m| m.state == MemberState::Upgrading);
+        if moved == 1 && wave_done {
+            let upgrade = load(conn, id, false).await?;
+            let outcomes = fleet_upgrades::outcomes(&members);
+            let details = json!({
+                "wave": member.wave,
+                "succeeded": outcomes.succeeded,
+                "failed": outcomes.failed,
+                "skipped": outcomes.skipped,
+                "not_finished": outcomes.pending,
+            });
+            record(conn, SYSTEM, &upgrade, "wave_finish", details).await?;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(true)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// A wave started, or the state changed: look again.
+    Again,
+    /// Paused, aborted or completed: this driver is done.
+    Stop,
+}
+
+async fn load(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    lock: bool,
+) -> Result<FleetUpgrade, JobError> {
+    fleet_upgrades::find(conn, id, lock)
+        .await?
+        .ok_or_else(|| JobError::Payload(format!("fleet upgrade {id} does not exist")))
+}
+
+/// With no member upgrading: decides from the outcomes so far, and pauses,
+/// completes, or starts the next wave. The upgrade's row stays locked
+/// throughout, so pauses and aborts by hand wait for the decision.
+async fn next_wave(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Step, JobError> {
+    let upgrade = load(conn, id, true).await?;
+    if upgrade.state != FleetUpgradeState::Running {
+        return Ok(Step::Stop);
+    }
+    let members = fleet_upgrades::members(conn, id).await?;
+    if members.iter().any(|m| m.state == MemberState::Upgrading) {
+        // Another driver started a wave meanwhile.
+        return Ok(Step::Again);
+    }
+    match upgrade.policy.decide(&fleet_upgrades::outcomes(&members)) {
+        WaveDecision::Pause { reason } => {
+            pause(conn, id, &reason, SYSTEM).await?;
+            Ok(Step::Stop)
+        }
+        WaveDecision::Complete => {
+            let completed = fleet_upgrades::set_state(
+                conn,
+                id,
+                &[FleetUpgradeState::Running],
+                FleetUpgradeState::Completed,
+                None,
+            )
+            .await?;
+            if let Some(completed) = completed {
+                let outcomes = fleet_upgrades::outcomes(&members);
+                let details = json!({
+                    "succeeded": outcomes.succeeded,
+                    "failed": outcomes.failed,
+                    "skipped": outcomes.skipped,
+                });
+                record(conn, SYSTEM, &completed, "complete", details).await?;
+            }
+            Ok(Step::Stop)
+        }
+        WaveDecision::Continue => {
+            start_wave(conn, &upgrade, &members).await?;
+            Ok(Step::Again)
+        }
+    }
+}
+
+/// Starts every pending member of the first wave that has any. A member
+/// whose instance no longer runs the version upgraded from is skipped.
+async fn start_wave(
+    conn: &mut AsyncPgConnection,
+    upgrade: &FleetUpgrade,
+    members: &[Member],
+) -> Result<(), JobError> {
+    let pending = || members.iter().filter(|m| m.state == MemberState::Pending);
+    let Some(wave) = pending().map(|m| m.wave).min() else {
+        return Ok(());
+    };
+    let to: MastodonVersion = upgrade
+        .to_version
+        .parse()
+        .map_err(|err: herd_core::version::VersionError| JobError::Payload(err.to_string()))?;
+    let request = UpgradeRequest {
+        to,
+        rollout_timeout: Duration::from_secs(
+            u64::try_from(upgrade.rollout_timeout_seconds).unwrap_or(1),
+        ),
+    };
+    let (mut started, mut skipped) = (Vec::new(), Vec::new());
+    for member in pending().filter(|m| m.wave == wave) {
+        let instance = herd_db::instances::load_instance(conn, member.instance_id).await?;
+        let upgradable = instance.is_some_and(|instance| {
+            instance.state == InstanceState::Running && instance.version == upgrade.from_version
+        });
+        if upgradable {
+            let (_, operation) = upgrade::start(conn, member.instance_id, &request, SYSTEM).await?;
+            fleet_upgrades::move_members(
+                conn,
+                upgrade.id,
+                Some(member.instance_id),
+                MemberState::Pending,
+                MemberState::Upgrading,
+                Some(operation.id),
+            )
+            .await?;
+            started.push(member.instance_id);
+        } else {
+            fleet_upgrades::move_members(
+                conn,
+                upgrade.id,
+                Some(member.instance_id),
+                MemberState::Pending,
+                MemberState::Skipped,
+                None,
+            )
+            .await?;
+            skipped.push(member.instance_id);
+        }
+    }
+    let details = json!({ "wave": wave, "started": started, "skipped": skipped });
+    record(conn, SYSTEM, upgrade, "wave_start", details).await
+}
+
+/// The driver failed for good: the upgrade pauses, with the reason, for an
+/// operator to look and resume.
+pub async fn abandon(
+    conn: &mut AsyncPgConnection,
+    job: &FleetUpgradeJob,
+    message: &str,
+) -> Result<(), JobError> {
+    let reason = format!("the upgrade's driver failed: {message}");
+    conn.transaction::<_, JobError, _>(async |conn| {
+        pause(conn, job.upgrade_id, &reason, SYSTEM).await?;
+        Ok(())
+    })
+    .await
 }
