@@ -2,7 +2,7 @@
 # Local Kubernetes control plane: real etcd, kube-apiserver,
 # kube-controller-manager and kube-scheduler, with kwok playing the kubelets
 # of a few fake nodes (no container ever runs; pods go Running/Ready, Job pods
-# Succeeded, deleted pods disappear, as driven by the Stage files in
+# Succeeded, deleted pods disappear, as driven by the Stage objects from
 # deploy/components/kube/stages/).
 #
 #   kube.sh install            build the binaries into $HERD_CACHE_DIR/bin (once per version)
@@ -114,6 +114,23 @@ build_kwok() {
   # kwok's own module is installable as is; run outside our modules.
   (cd "$1" && env GOFLAGS="-trimpath -buildvcs=false" CGO_ENABLED=0 GOBIN="$1" \
     go install -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION")
+}
+
+# The directory of kwok's module, from the module cache (filled by the
+# install, or fetched again when only the binary is cached).
+kwok_module_dir() {
+  (cd / && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION") | jq -r .Dir
+}
+
+# kwok reads its Stages from the API server, so tests can add and remove
+# stages of their own while it runs: its Stage CRD, then our stages.
+apply_stages() {
+  local crd
+  crd="$(kwok_module_dir)/kustomize/crd/bases/kwok.x-k8s.io_stages.yaml"
+  [[ -f "$crd" ]] || die "kwok's Stage CRD is missing: $crd"
+  kubectl_admin apply --server-side --force-conflicts -f "$crd" >/dev/null
+  kubectl_admin wait --for condition=established --timeout=60s crd/stages.kwok.x-k8s.io >/dev/null
+  kubectl_admin apply --server-side --force-conflicts -f "$STAGES_DIR" >/dev/null
 }
 
 cmd_install() {
@@ -320,6 +337,8 @@ cmd_start() {
   [[ -x "$HERD_KUBE" && -x "$HERD_ETCD" && -x "$HERD_KWOK" ]] ||
     die "Kubernetes binaries missing in $HERD_CACHE_DIR/bin: run deploy/components/kube.sh install"
   command -v kubectl >/dev/null || die "kubectl is required"
+  command -v jq >/dev/null || die "jq is required"
+  command -v go >/dev/null || die "go is required to find kwok's Stage CRD"
 
   if all_running && [[ -s "$ADMIN_KUBECONFIG" ]] && cluster_usable; then
     write_env
@@ -413,11 +432,10 @@ cmd_start() {
     for ((i = 0; i < NODE_COUNT; i++)); do leases+=("herd-node-$i"); done
     kubectl_admin -n kube-node-lease delete lease --ignore-not-found "${leases[@]}" >/dev/null
   fi
-  local stage_args=() f
-  for f in "$STAGES_DIR"/*.yaml; do stage_args+=(--config "$f"); done
+  apply_stages
   # KWOK_WORKDIR keeps kwok away from a ~/.kwok/kwok.yaml of the user.
   ensure_daemon kwok "$PORT_KWOK" env KWOK_WORKDIR="$KDIR/kwok" "$HERD_KWOK" \
-    "${stage_args[@]}" \
+    --enable-crds=Stage \
     --kubeconfig "$KDIR/kwok.kubeconfig" \
     --manage-all-nodes=false \
     --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \

@@ -154,7 +154,24 @@ pub async fn run(
 ) -> Result<(), JobError> {
     loop {
         let upgrade = load(services, payload.operation_id).await?;
-        still_wanted(services, upgrade.instance_id).await?;
+        if upgrade.stage.is_active() {
+            match load_instance(services, upgrade.instance_id).await?.state {
+                InstanceState::Updating => {}
+                InstanceState::Deleting | InstanceState::Deleted => {
+                    return Err(JobError::Cancelled(format!(
+                        "instance {} is being deleted",
+                        upgrade.instance_id
+                    )));
+                }
+                // Suspended meanwhile (by billing or an operator): the upgrade
+                // gives way, and the resumption applies what the record says.
+                state => {
+                    let reason = format!("the instance became {state} during the upgrade");
+                    let mut conn = services.conn().await?;
+                    return abandon(&mut conn, upgrade.operation_id, &reason).await;
+                }
+            }
+        }
         match upgrade.stage {
             UpgradeStage::Backup => match back_up(services, &upgrade, slot).await? {
                 Verdict::Ready => advance(services, &upgrade, UpgradeStage::PreDeploy).await?,
@@ -225,9 +242,10 @@ pub async fn run(
     }
 }
 
-/// Gives up an upgrade whose job failed for good: the instance is Failed,
-/// with the reason, for an operator to look at. Before the post-deploy
-/// migrations its resource returns to the old version with the next apply.
+/// Gives up an upgrade whose job failed for good or whose instance left the
+/// Updating state: an instance still Updating is Failed, with the reason,
+/// for an operator to look at. Before the post-deploy migrations its
+/// resource returns to the old version with the next apply.
 pub(crate) async fn abandon(
     conn: &mut AsyncPgConnection,
     operation_id: Uuid,
@@ -264,15 +282,6 @@ async fn load_instance(services: &Services, id: Uuid) -> Result<Instance, JobErr
     herd_db::instances::load_instance(&mut conn, id)
         .await?
         .ok_or(JobError::MissingInstance(id))
-}
-
-async fn still_wanted(services: &Services, id: Uuid) -> Result<(), JobError> {
-    match load_instance(services, id).await?.state {
-        InstanceState::Deleting | InstanceState::Deleted => Err(JobError::Cancelled(format!(
-            "instance {id} is being deleted"
-        ))),
-        _ => Ok(()),
-    }
 }
 
 /// Takes the backup, once, and waits for it to be complete and verified.

@@ -111,7 +111,19 @@ fn deployment_progress(deployment: &Deployment) -> Progress {
     }
     let updated = status.updated_replicas.unwrap_or(0);
     let available = status.available_replicas.unwrap_or(0);
-    if updated < desired || available < desired {
+    // Updated pods count before they are ready: a rollout is done once no
+    // old pod is left and as many pods as desired are available, as
+    // `kubectl rollout status` judges it. Old pods alone keep it available.
+    let old = status.replicas.unwrap_or(0) - updated;
+    if old > 0 {
+        return Progress::Pending(format!(
+            "{name}: {updated}/{desired} updated, {old} old still running"
+        ));
+    }
+    if updated < desired {
+        return Progress::Pending(format!("{name}: {updated}/{desired} updated"));
+    }
+    if available < desired {
         return Progress::Pending(format!("{name}: {available}/{desired} available"));
     }
     Progress::Done
@@ -408,6 +420,24 @@ mod tests {
         assert_eq!(
             condition(&status, PROGRESSING).message,
             "web: 1/2 available"
+        );
+    }
+
+    #[test]
+    fn a_rollout_whose_new_pods_are_not_ready_is_progressing() {
+        // One new pod, not ready; the old one still serves.
+        let mut web = deployment("web", 1, 1);
+        web.status.as_mut().unwrap().replicas = Some(2);
+        let status = compute_status(
+            &instance(false, None),
+            "mi-i1",
+            &observed(vec![web], Some("Complete")),
+            NOW,
+        );
+        assert_eq!(condition(&status, READY).status, "False");
+        assert_eq!(
+            condition(&status, PROGRESSING).message,
+            "web: 1/1 updated, 1 old still running"
         );
     }
 
