@@ -632,7 +632,7 @@ pub struct CreateFleetUpgradeRequest {
     #[schema(example = 0.1, minimum = 0, maximum = 1)]
     pub max_failure_ratio: f64,
     /// How long each instance's rollout may take before it is rolled back; 600 when left out.
-    #[schema(example = 600, minimum = 1)]
+    #[schema(minimum = 5, maximum = 86400, example = 600)]
     pub rollout_timeout_seconds: Option<u32>,
 }
 

@@ -24,7 +24,6 @@ use crate::openapi::{
 use crate::{ApiState, Problem};
 
 const DEFAULT_CANARY: u32 = 1;
-const DEFAULT_ROLLOUT_TIMEOUT_SECONDS: u32 = 600;
 
 fn operators_only(principal: &Principal) -> Result<(), Problem> {
     if principal.is_operator() {
@@ -90,12 +89,7 @@ pub async fn create(
     let from = parse_version("from", &request.from)?;
     let to = parse_version("to", &request.to)?;
     check_jump(from, to).map_err(|err| {
-        unprocessable(
-            "unsupported_upgrade",
-            "Unsupported upgrade",
-            "to",
-            err.to_string(),
-        )
+        unprocessable("upgrade_refused", "Upgrade refused", "to", err.to_string())
     })?;
     let policy = WavePolicy {
         canary: request.canary.unwrap_or(DEFAULT_CANARY),
@@ -109,20 +103,9 @@ pub async fn create(
         };
         unprocessable("invalid_waves", "Invalid waves", field, err.to_string())
     })?;
-    let rollout_timeout_seconds = request
-        .rollout_timeout_seconds
-        .unwrap_or(DEFAULT_ROLLOUT_TIMEOUT_SECONDS);
-    let rollout_timeout_seconds = i32::try_from(rollout_timeout_seconds)
-        .ok()
-        .filter(|seconds| *seconds >= 1)
-        .ok_or_else(|| {
-            unprocessable(
-                "invalid_waves",
-                "Invalid waves",
-                "rollout_timeout_seconds",
-                "the rollout timeout is a positive number of seconds".to_owned(),
-            )
-        })?;
+    let rollout_timeout = crate::orders::rollout_timeout(request.rollout_timeout_seconds)?;
+    let rollout_timeout_seconds =
+        i32::try_from(rollout_timeout.as_secs()).expect("the bounds fit an i32");
     let mut conn = state.connection().await?;
     let created = conn
         .transaction(async |conn| {

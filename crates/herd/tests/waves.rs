@@ -192,7 +192,7 @@ async fn a_wave_past_the_failure_bound_pauses_and_resuming_finishes_the_upgrade(
     let refused = [
         (
             json!({"from": "4.3.0", "to": TO, "wave_size": 2, "max_failure_ratio": 0.25}),
-            "unsupported_upgrade",
+            "upgrade_refused",
         ),
         (
             json!({"from": FROM, "to": TO, "wave_size": 0, "max_failure_ratio": 0.25}),
@@ -201,6 +201,11 @@ async fn a_wave_past_the_failure_bound_pauses_and_resuming_finishes_the_upgrade(
         (
             json!({"from": FROM, "to": TO, "wave_size": 2, "max_failure_ratio": 1.5}),
             "invalid_waves",
+        ),
+        (
+            json!({"from": FROM, "to": TO, "wave_size": 2, "max_failure_ratio": 0.25,
+                   "rollout_timeout_seconds": 1}),
+            "invalid_rollout_timeout",
         ),
         (
             json!({"from": "4.4.7", "to": TO, "wave_size": 2, "max_failure_ratio": 0.25}),
