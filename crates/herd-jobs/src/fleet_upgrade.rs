@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::faults::{Faults, Point};
 use crate::upgrade::{self, UpgradeRequest};
 use crate::worker::Slot;
 use crate::{JobError, Services};
@@ -245,10 +246,16 @@ pub async fn run(
             continue;
         }
         let step = conn
-            .transaction::<_, JobError, _>(async |conn| next_wave(conn, id).await)
+            .transaction::<_, JobError, _>(async |conn| next_wave(conn, &services.faults, id).await)
             .await?;
-        if step == Step::Stop {
-            return Ok(());
+        match step {
+            Step::Stop => return Ok(()),
+            Step::WaveStarted => {
+                services
+                    .faults
+                    .crash_if_armed(KIND, "wave_start", Point::AfterCheckpoint);
+            }
+            Step::Again => {}
         }
     }
 }
@@ -305,7 +312,9 @@ async fn record_outcome(
 
 #[derive(Debug, PartialEq, Eq)]
 enum Step {
-    /// A wave started, or the state changed: look again.
+    /// This driver started a wave: wait for it.
+    WaveStarted,
+    /// Another driver started one meanwhile: look again.
     Again,
     /// Paused, aborted or completed: this driver is done.
     Stop,
@@ -324,7 +333,11 @@ async fn load(
 /// With no member upgrading: decides from the outcomes so far, and pauses,
 /// completes, or starts the next wave. The upgrade's row stays locked
 /// throughout, so pauses and aborts by hand wait for the decision.
-async fn next_wave(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Step, JobError> {
+async fn next_wave(
+    conn: &mut AsyncPgConnection,
+    faults: &Faults,
+    id: Uuid,
+) -> Result<Step, JobError> {
     let upgrade = load(conn, id, true).await?;
     if upgrade.state != FleetUpgradeState::Running {
         return Ok(Step::Stop);
@@ -361,7 +374,8 @@ async fn next_wave(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Step, JobEr
         }
         WaveDecision::Continue => {
             start_wave(conn, &upgrade, &members).await?;
-            Ok(Step::Again)
+            faults.crash_if_armed(KIND, "wave_start", Point::BeforeCheckpoint);
+            Ok(Step::WaveStarted)
         }
     }
 }

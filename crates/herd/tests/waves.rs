@@ -510,3 +510,81 @@ async fn a_wave_past_the_failure_bound_pauses_and_resuming_finishes_the_upgrade(
     );
     installation.drop_database().await;
 }
+
+#[tokio::test]
+async fn a_driver_killed_around_a_wave_start_starts_no_member_twice() {
+    let installation = Installation::new().await;
+    installation.set_up_fleet();
+    let customer = installation.api(&format!("{}@example.com", unique("tenant-")), "customer");
+    let operator = installation.api(&format!("{}@example.com", unique("op-")), "operator");
+    let mut instances = Vec::new();
+    {
+        let _server = installation.serve(None);
+        customer.wait_until_serving().await;
+        let mut operations = Vec::new();
+        for _ in 0..3 {
+            let (instance, operation) = order(&customer, FROM).await;
+            instances.push(instance);
+            operations.push(operation);
+        }
+        for operation in &operations {
+            customer.assert_succeeds(operation, PROVISIONING).await;
+        }
+    }
+
+    let mut upgrade_id = None;
+    for point in [
+        "fleet_upgrade/wave_start/before-checkpoint",
+        "fleet_upgrade/wave_start/after-checkpoint",
+    ] {
+        let mut server = installation.serve(Some(point));
+        operator.wait_until_serving().await;
+        if upgrade_id.is_none() {
+            let request = json!({"from": FROM, "to": TO, "canary": 1, "wave_size": 2,
+                                 "max_failure_ratio": 0.0, "rollout_timeout_seconds": 60});
+            let (status, upgrade) = operator
+                .call(Method::POST, "/api/v1/fleet/upgrades", Some(request))
+                .await;
+            assert_eq!(status, 202, "{upgrade}");
+            upgrade_id = Some(upgrade["id"].as_str().unwrap().to_owned());
+        }
+        let status = server.wait_for_exit(Duration::from_secs(90));
+        assert!(
+            !status.success(),
+            "herd was to crash at {point} but exited with {status}"
+        );
+    }
+
+    let id = upgrade_id.unwrap();
+    let _server = installation.serve(None);
+    operator.wait_until_serving().await;
+    let done = wait_for(&operator, &id, "ended", |upgrade| {
+        upgrade["state"] != "running"
+    })
+    .await;
+    assert_eq!(done["state"], "completed", "{done:#}");
+    assert_eq!(members_in(&done, "succeeded").len(), 3);
+    let client = installation.sql().await;
+    for instance in &instances {
+        assert_eq!(
+            version_of(&operator, instance).await,
+            ("running".to_owned(), TO.to_owned())
+        );
+        let started: i64 = client
+            .query_one(
+                "SELECT count(*) FROM audit_log WHERE action = 'instance.upgrade' AND object_id = $1",
+                &[instance],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(started, 1, "the upgrade of {instance} started once");
+    }
+    let wave_starts = audit_trail(&installation, &id)
+        .await
+        .into_iter()
+        .filter(|(action, _)| action == "fleet_upgrade.wave_start")
+        .count();
+    assert_eq!(wave_starts, 2, "the canary and one wave");
+    installation.drop_database().await;
+}
