@@ -235,6 +235,7 @@ impl Harness {
                         region: "garage".into(),
                         bucket: id.clone(),
                     },
+                    migration: None,
                 },
             },
         );

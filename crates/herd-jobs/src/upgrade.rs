@@ -28,6 +28,7 @@ use kube::Api;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::faults::Point;
 use crate::resource::{desired_resource, resource_name};
 use crate::worker::Slot;
 use crate::{InstanceJob, JobError, Services, export, provision};
@@ -395,18 +396,27 @@ async fn settle(
     }
 }
 
-/// Moves on to the next stage, with the operation's progress, at once.
+/// Moves on to the next stage, with the operation's progress, at once: the
+/// stored stage is the checkpoint a resumed job starts from.
 async fn advance(services: &Services, upgrade: &Upgrade, to: UpgradeStage) -> Result<(), JobError> {
-    let done = step_of(upgrade.stage);
+    let step = step_of(upgrade.stage);
+    let crash_if_armed = |point| {
+        if let Some(step) = step {
+            services.faults.crash_if_armed(KIND, step, point);
+        }
+    };
+    crash_if_armed(Point::BeforeCheckpoint);
     let mut conn = services.conn().await?;
     conn.transaction::<_, JobError, _>(async |conn| {
         herd_db::upgrades::advance(conn, upgrade.operation_id, upgrade.stage, to, None).await?;
-        if let Some(step) = done {
+        if let Some(step) = step {
             herd_db::operations::complete_step(conn, upgrade.operation_id, step).await?;
         }
         Ok(())
     })
-    .await
+    .await?;
+    crash_if_armed(Point::AfterCheckpoint);
+    Ok(())
 }
 
 /// The operation's step a stage carries out.

@@ -308,6 +308,55 @@ async fn an_upgrade_migrates_rolls_out_and_migrates_again_in_order_after_a_backu
     installation.drop_database().await;
 }
 
+#[tokio::test]
+async fn an_upgrade_killed_mid_way_resumes_where_it_was() {
+    let installation = Installation::new().await;
+    installation.set_up_fleet();
+    let owner_email = format!("{}@example.com", unique("owner-"));
+    let owner = installation.api(&owner_email, "customer");
+    let instance = {
+        let _server = installation.serve(None);
+        owner.wait_until_serving().await;
+        running_instance_at(&owner, OLD).await
+    };
+
+    // Dies with the new version Ready, before that is recorded.
+    let mut crashing = installation.serve(Some("upgrade_instance/rollout/before-checkpoint"));
+    owner.wait_until_serving().await;
+    let (status, body) = upgrade(&owner, &instance, json!({"version": NEW})).await;
+    assert_eq!(status, 202, "{body}");
+    let status = crashing.wait_for_exit(UPGRADE_DEADLINE);
+    assert!(!status.success(), "the crash point was reached");
+
+    let _server = installation.serve(None);
+    owner.wait_until_serving().await;
+    owner
+        .assert_succeeds(body["operation"]["id"].as_str().unwrap(), UPGRADE_DEADLINE)
+        .await;
+    let view = instance_view(&owner, &instance).await;
+    assert_eq!(
+        (view["state"].as_str(), view["version"].as_str()),
+        (Some("running"), Some(NEW))
+    );
+    let (_, exports) = owner
+        .call(
+            Method::GET,
+            &format!("/api/v1/instances/{instance}/exports"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        exports["exports"].as_array().unwrap().len(),
+        1,
+        "one backup: {exports}"
+    );
+    assert_eq!(
+        audited(&installation, &instance).await,
+        ["instance.upgrade", "instance.upgrade.succeeded"]
+    );
+    installation.drop_database().await;
+}
+
 /// A kwok Stage that keeps the namespace's new pods Running but never Ready;
 /// it wins over the stack's own stages by its weight.
 struct NeverReady {
