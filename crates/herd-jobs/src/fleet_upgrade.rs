@@ -297,10 +297,12 @@ async fn record_outcome(
             let outcomes = fleet_upgrades::outcomes(&members);
             let details = json!({
                 "wave": member.wave,
-                "succeeded": outcomes.succeeded,
-                "failed": outcomes.failed,
-                "skipped": outcomes.skipped,
-                "not_finished": outcomes.pending,
+                "members_so_far": {
+                    "succeeded": outcomes.succeeded,
+                    "failed": outcomes.failed,
+                    "skipped": outcomes.skipped,
+                    "not_finished": outcomes.pending,
+                },
             });
             record(conn, SYSTEM, &upgrade, "wave_finish", details).await?;
         }
