@@ -9,6 +9,7 @@ use herd_core::lifecycle::InstanceState;
 use herd_core::plan;
 use herd_core::scaling::{GroupScaling, Scaling};
 use herd_db::archives::{Export, ExportState};
+use herd_db::fleet_upgrades::{FleetUpgrade, FleetUpgradeState, Member, MemberState};
 use herd_db::instances::Instance;
 use herd_db::operations::{Operation, OperationState};
 use herd_db::plans::OfferedPlan;
@@ -614,4 +615,183 @@ impl From<ScalingRequest> for Scaling {
                 .collect(),
         }
     }
+}
+
+/// An upgrade of every running instance on `from` to `to`, in waves: the
+/// canary first, alone, then waves of `wave_size`, each once the one before
+/// it has finished. Past `max_failure_ratio` of failures among the finished
+/// members, the upgrade pauses by itself.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateFleetUpgradeRequest {
+    #[schema(example = "4.4.8")]
+    pub from: String,
+    #[schema(example = "4.5.2")]
+    pub to: String,
+    /// Instances upgraded first, in a wave of their own; 1 when left out, 0 for none.
+    #[schema(example = 1)]
+    pub canary: Option<u32>,
+    #[schema(example = 10, minimum = 1)]
+    pub wave_size: u32,
+    /// The share of failed upgrades among the finished ones tolerated, 0 to 1.
+    #[schema(example = 0.1, minimum = 0, maximum = 1)]
+    pub max_failure_ratio: f64,
+    /// How long each instance's rollout may take before it is rolled back; 600 when left out.
+    #[schema(minimum = 5, maximum = 86400, example = 600)]
+    pub rollout_timeout_seconds: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FleetUpgradeStatus {
+    Running,
+    Paused,
+    Aborted,
+    Completed,
+}
+
+impl From<FleetUpgradeState> for FleetUpgradeStatus {
+    fn from(state: FleetUpgradeState) -> Self {
+        match state {
+            FleetUpgradeState::Running => FleetUpgradeStatus::Running,
+            FleetUpgradeState::Paused => FleetUpgradeStatus::Paused,
+            FleetUpgradeState::Aborted => FleetUpgradeStatus::Aborted,
+            FleetUpgradeState::Completed => FleetUpgradeStatus::Completed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FleetMemberStatus {
+    Pending,
+    Upgrading,
+    Succeeded,
+    /// Rolled back: the instance runs the old version.
+    Failed,
+    /// Not upgraded: the instance no longer ran the old version when its
+    /// wave came, or the upgrade was aborted first.
+    Skipped,
+}
+
+impl From<MemberState> for FleetMemberStatus {
+    fn from(state: MemberState) -> Self {
+        match state {
+            MemberState::Pending => FleetMemberStatus::Pending,
+            MemberState::Upgrading => FleetMemberStatus::Upgrading,
+            MemberState::Succeeded => FleetMemberStatus::Succeeded,
+            MemberState::Failed => FleetMemberStatus::Failed,
+            MemberState::Skipped => FleetMemberStatus::Skipped,
+        }
+    }
+}
+
+/// How many members of one wave stand where; wave 0 is the canary when there is one.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct WaveView {
+    pub wave: i32,
+    pub pending: u32,
+    pub upgrading: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+    pub skipped: u32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FleetMemberView {
+    pub instance_id: Uuid,
+    pub wave: i32,
+    pub state: FleetMemberStatus,
+    /// The instance's upgrade operation of the latest attempt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operation_id: Option<Uuid>,
+}
+
+/// A fleet upgrade and its progress per wave.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FleetUpgradeView {
+    pub id: Uuid,
+    pub from: String,
+    pub to: String,
+    pub canary: u32,
+    pub wave_size: u32,
+    pub max_failure_ratio: f64,
+    pub rollout_timeout_seconds: i32,
+    pub state: FleetUpgradeStatus,
+    /// Why the upgrade paused, while it is paused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_reason: Option<String>,
+    /// The first wave with members not finished, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_wave: Option<i32>,
+    pub waves: Vec<WaveView>,
+    /// Every member (`GET` of one upgrade).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<FleetMemberView>>,
+    /// The operator who started it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl FleetUpgradeView {
+    pub fn new(upgrade: FleetUpgrade, members: Vec<Member>, with_members: bool) -> Self {
+        let mut waves: Vec<WaveView> = Vec::new();
+        for member in &members {
+            if waves.last().is_none_or(|wave| wave.wave != member.wave) {
+                waves.push(WaveView {
+                    wave: member.wave,
+                    ..WaveView::default()
+                });
+            }
+            let wave = waves.last_mut().expect("pushed above");
+            match member.state {
+                MemberState::Pending => wave.pending += 1,
+                MemberState::Upgrading => wave.upgrading += 1,
+                MemberState::Succeeded => wave.succeeded += 1,
+                MemberState::Failed => wave.failed += 1,
+                MemberState::Skipped => wave.skipped += 1,
+            }
+        }
+        let current_wave = waves
+            .iter()
+            .find(|wave| wave.pending + wave.upgrading > 0)
+            .map(|wave| wave.wave);
+        FleetUpgradeView {
+            id: upgrade.id,
+            from: upgrade.from_version,
+            to: upgrade.to_version,
+            canary: upgrade.policy.canary,
+            wave_size: upgrade.policy.wave_size,
+            max_failure_ratio: upgrade.policy.max_failure_ratio,
+            rollout_timeout_seconds: upgrade.rollout_timeout_seconds,
+            state: upgrade.state.into(),
+            paused_reason: upgrade.paused_reason,
+            current_wave,
+            waves,
+            members: with_members.then(|| {
+                members
+                    .into_iter()
+                    .map(|member| FleetMemberView {
+                        instance_id: member.instance_id,
+                        wave: member.wave,
+                        state: member.state.into(),
+                        operation_id: member.operation_id,
+                    })
+                    .collect()
+            }),
+            created_by: upgrade.created_by,
+            created_at: upgrade.created_at,
+            updated_at: upgrade.updated_at,
+            finished_at: upgrade.finished_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FleetUpgradeList {
+    pub upgrades: Vec<FleetUpgradeView>,
 }

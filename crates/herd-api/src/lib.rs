@@ -10,6 +10,7 @@ mod body;
 mod dto;
 mod email;
 mod exports;
+mod fleet_upgrades;
 mod health;
 mod imports;
 mod instances;
@@ -110,6 +111,29 @@ fn endpoints() -> Vec<Endpoint> {
         endpoint(
             "/api/v1/exports/{id}/download",
             vec![(Method::GET, web::to(exports::download))],
+        ),
+        endpoint(
+            "/api/v1/fleet/upgrades",
+            vec![
+                (Method::GET, web::to(fleet_upgrades::list)),
+                (Method::POST, web::to(fleet_upgrades::create)),
+            ],
+        ),
+        endpoint(
+            "/api/v1/fleet/upgrades/{id}",
+            vec![(Method::GET, web::to(fleet_upgrades::show))],
+        ),
+        endpoint(
+            "/api/v1/fleet/upgrades/{id}/pause",
+            vec![(Method::POST, web::to(fleet_upgrades::pause))],
+        ),
+        endpoint(
+            "/api/v1/fleet/upgrades/{id}/resume",
+            vec![(Method::POST, web::to(fleet_upgrades::resume))],
+        ),
+        endpoint(
+            "/api/v1/fleet/upgrades/{id}/abort",
+            vec![(Method::POST, web::to(fleet_upgrades::abort))],
         ),
         endpoint(
             "/api/v1/operations/{id}",

@@ -597,6 +597,26 @@ pub async fn suspension(
 /// The bounds of a rollout's timeout, in seconds.
 const ROLLOUT_TIMEOUT_SECONDS: std::ops::RangeInclusive<u32> = 5..=86_400;
 
+/// The rollout timeout asked for, or the default; checked against the bounds.
+pub(crate) fn rollout_timeout(seconds: Option<u32>) -> Result<std::time::Duration, Problem> {
+    match seconds {
+        None => Ok(herd_jobs::upgrade::DEFAULT_ROLLOUT_TIMEOUT),
+        Some(seconds) if ROLLOUT_TIMEOUT_SECONDS.contains(&seconds) => {
+            Ok(std::time::Duration::from_secs(seconds.into()))
+        }
+        Some(seconds) => Err(unprocessable(
+            "invalid_rollout_timeout",
+            "Invalid rollout timeout",
+            "rollout_timeout_seconds",
+            format!(
+                "{seconds} is not between {} and {} seconds",
+                ROLLOUT_TIMEOUT_SECONDS.start(),
+                ROLLOUT_TIMEOUT_SECONDS.end()
+            ),
+        )),
+    }
+}
+
 /// Upgrades an instance to a newer Mastodon version, by its owner or an operator.
 pub async fn upgrade(
     state: &ApiState,
@@ -612,24 +632,7 @@ pub async fn upgrade(
             format!("{err}"),
         )
     })?;
-    let rollout_timeout = match request.rollout_timeout_seconds {
-        None => herd_jobs::upgrade::DEFAULT_ROLLOUT_TIMEOUT,
-        Some(seconds) if ROLLOUT_TIMEOUT_SECONDS.contains(&seconds) => {
-            std::time::Duration::from_secs(seconds.into())
-        }
-        Some(seconds) => {
-            return Err(unprocessable(
-                "invalid_rollout_timeout",
-                "Invalid rollout timeout",
-                "rollout_timeout_seconds",
-                format!(
-                    "{seconds} is not between {} and {} seconds",
-                    ROLLOUT_TIMEOUT_SECONDS.start(),
-                    ROLLOUT_TIMEOUT_SECONDS.end()
-                ),
-            ));
-        }
-    };
+    let rollout_timeout = rollout_timeout(request.rollout_timeout_seconds)?;
     let request = herd_jobs::upgrade::UpgradeRequest {
         to,
         rollout_timeout,

@@ -17,3 +17,4 @@ pub mod spec;
 pub mod tenant;
 pub mod upgrade;
 pub mod version;
+pub mod waves;

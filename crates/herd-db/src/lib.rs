@@ -13,6 +13,7 @@ mod backoff;
 pub mod billing;
 mod error;
 pub mod fleet;
+pub mod fleet_upgrades;
 pub mod idempotency;
 pub mod instances;
 pub mod jobs;

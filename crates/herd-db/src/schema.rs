@@ -311,4 +311,38 @@ diesel::allow_tables_to_appear_in_same_query!(
     billing_customers,
     stripe_events,
     instance_upgrades,
+    fleet_upgrades,
+    fleet_upgrade_members,
 );
+
+diesel::table! {
+    fleet_upgrades (id) {
+        id -> Uuid,
+        from_version -> Text,
+        to_version -> Text,
+        canary -> Int4,
+        wave_size -> Int4,
+        max_failure_ratio -> Float8,
+        rollout_timeout_seconds -> Int4,
+        state -> Text,
+        paused_reason -> Nullable<Text>,
+        created_by -> Nullable<Uuid>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    fleet_upgrade_members (upgrade_id, instance_id) {
+        upgrade_id -> Uuid,
+        instance_id -> Uuid,
+        wave -> Int4,
+        state -> Text,
+        operation_id -> Nullable<Uuid>,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(fleet_upgrade_members -> fleet_upgrades (upgrade_id));
+diesel::joinable!(fleet_upgrade_members -> instances (instance_id));

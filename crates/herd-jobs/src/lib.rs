@@ -13,6 +13,7 @@ mod error;
 mod expiry;
 pub mod export;
 pub mod faults;
+pub mod fleet_upgrade;
 mod leases;
 mod provision;
 mod relay;

@@ -13,15 +13,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
-    InstanceJob, JobError, Services, billing, delete, export, leases, provision, update, upgrade,
+    InstanceJob, JobError, Services, billing, delete, export, fleet_upgrade, leases, provision,
+    update, upgrade,
 };
 
-const KINDS: [&str; 6] = [
+const KINDS: [&str; 7] = [
     provision::KIND,
     delete::KIND,
     export::KIND,
     update::KIND,
     upgrade::KIND,
+    fleet_upgrade::KIND,
     billing::EVENT_KIND,
 ];
 const IDLE_POLL: Duration = Duration::from_millis(500);
@@ -153,6 +155,10 @@ async fn dispatch(services: &Services, job: &ClaimedJob, slot: &mut Slot) -> Res
             let instance_job: InstanceJob = payload(job)?;
             upgrade::run(services, &instance_job, slot).await
         }
+        fleet_upgrade::KIND => {
+            let fleet_job: fleet_upgrade::FleetUpgradeJob = payload(job)?;
+            fleet_upgrade::run(services, &fleet_job, slot).await
+        }
         billing::EVENT_KIND => {
             let event_job: billing::EventJob = payload(job)?;
             billing::apply_event(services, &event_job).await
@@ -207,6 +213,11 @@ async fn record_outcome(
     // `last_error`, and Stripe's own delivery log.
     if job.kind == billing::EVENT_KIND {
         return Ok(());
+    }
+    // A fleet upgrade's driver has no operation of its own either.
+    if job.kind == fleet_upgrade::KIND {
+        let fleet_job: fleet_upgrade::FleetUpgradeJob = payload(job)?;
+        return fleet_upgrade::abandon(&mut conn, &fleet_job, &message).await;
     }
     let instance_job: InstanceJob = payload(job)?;
     herd_db::operations::finish_operation(&mut conn, instance_job.operation_id, Some(&message))

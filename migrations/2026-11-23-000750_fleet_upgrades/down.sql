@@ -1,0 +1,2 @@
+DROP TABLE fleet_upgrade_members;
+DROP TABLE fleet_upgrades;
