@@ -88,7 +88,8 @@ pub(crate) fn desired_hash(children: &[Child]) -> u64 {
 }
 
 /// The children a pass for `reason` writes: after a change of the desired
-/// set only those that changed or are new, otherwise every one.
+/// set only those that changed or are new, after a drift the drifted one,
+/// otherwise every one.
 pub(crate) fn to_write<'c>(
     reason: &Due,
     last: Option<&Applied>,
@@ -102,6 +103,10 @@ pub(crate) fn to_write<'c>(
                     .get(&ChildKey::of(child))
                     .is_none_or(|written| written.digest != child_digest(child))
             })
+            .collect(),
+        (Due::Drift { child: drifted, .. }, Some(_)) => children
+            .iter()
+            .filter(|child| ChildKey::of(child) == *drifted)
             .collect(),
         _ => children.iter().collect(),
     }
@@ -117,8 +122,21 @@ pub(crate) enum Due {
     /// that changed are written.
     Changed,
     Resync,
-    /// A child is gone from its watch, or someone else changed its spec.
-    Drift(String),
+    /// A child is gone from its watch, or someone else (an autoscaler, a
+    /// person) changed its spec: that child alone is written again.
+    Drift {
+        child: ChildKey,
+        what: String,
+    },
+}
+
+impl Due {
+    fn drift(child: &Child, what: &str) -> Due {
+        Due::Drift {
+            child: ChildKey::of(child),
+            what: format!("{} {} {what}", child.resource.kind, child.name()),
+        }
+    }
 }
 
 /// Whether what `last` recorded still stands at `now`, given what the
@@ -141,7 +159,6 @@ pub(crate) fn due(
     }
     let settled = now.saturating_duration_since(last.at) >= WATCH_LAG;
     for child in children {
-        let what = || format!("{} {}", child.resource.kind, child.name());
         let Some(written) = last.children.get(&ChildKey::of(child)) else {
             return Some(Due::Changed);
         };
@@ -152,10 +169,10 @@ pub(crate) fn due(
                 if let (Some(seen), Some(written)) = (seen.generation, written.generation)
                     && seen > written
                 {
-                    return Some(Due::Drift(format!("{} was changed", what())));
+                    return Some(Due::drift(child, "was changed"));
                 }
             }
-            _ if settled => return Some(Due::Drift(format!("{} is missing", what()))),
+            _ if settled => return Some(Due::drift(child, "is missing")),
             // Written moments ago and not yet reported by its watch.
             _ => {}
         }
@@ -369,7 +386,7 @@ mod tests {
             None
         );
         let later = applied.at + WATCH_LAG;
-        let missing = Some(Due::Drift("Deployment web is missing".into()));
+        let missing = Some(Due::drift(&children[1], "is missing"));
         assert_eq!(
             due(Some(&applied), hash, later, &children, &stores),
             missing
@@ -398,7 +415,7 @@ mod tests {
                 &children,
                 &fake.stores()
             ),
-            Some(Due::Drift("Deployment web was changed".into()))
+            Some(Due::drift(&children[1], "was changed"))
         );
     }
 
@@ -503,11 +520,15 @@ mod tests {
             names(to_write(&Due::Changed, Some(&applied), &children)),
             Vec::<String>::new()
         );
-        for reason in [
-            Due::Unrecorded,
-            Due::Resync,
-            Due::Drift("web was changed".into()),
-        ] {
+        assert_eq!(
+            names(to_write(
+                &Due::drift(&web(), "was changed"),
+                Some(&applied),
+                &changed
+            )),
+            ["web"]
+        );
+        for reason in [Due::Unrecorded, Due::Resync] {
             assert_eq!(
                 names(to_write(&reason, Some(&applied), &changed)),
                 ["config", "web", "extra"],

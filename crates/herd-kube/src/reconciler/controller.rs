@@ -209,7 +209,7 @@ async fn apply_instance<B: TenantBackend>(
             let reason = reason.unwrap_or(Due::Unrecorded);
             let writes = to_write(&reason, last.as_deref(), &children);
             match &reason {
-                Due::Drift(drift) => tracing::info!(%drift, "repairing the instance's children"),
+                Due::Drift { what, .. } => tracing::info!(drift = %what, "repairing a child"),
                 reason => tracing::debug!(?reason, writes = writes.len(), "applying children"),
             }
             let ticket = context.applied.begin(instance_id);
