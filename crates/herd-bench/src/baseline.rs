@@ -5,20 +5,21 @@
 //! which flatters the loop.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use herd_core::plan::starter_plans;
 use herd_core::spec::{DatabaseEndpoint, InstanceSpec, ObjectStoreEndpoint};
 use herd_core::tenant::TenantNames;
-use herd_kube::children::{ClusterProfile, InstanceSecrets};
+use herd_kube::children::{Child, ClusterProfile, InstanceSecrets};
 use herd_kube::crd::{MastodonInstance, MastodonInstanceSpec};
 use herd_kube::manifests::desired_children;
 use serde_json::{Value, json};
 use tokio::process::Command;
 
 use crate::cluster::{Requests, kubectl};
-use crate::{ProvisionArgs, round};
+use crate::round;
 
 /// Marks the loop's Deployments, so one list finds them all.
 const LABEL: &str = "bench.herd.dev/baseline";
@@ -50,16 +51,15 @@ impl BaselineResult {
     }
 }
 
-/// What Herd would put into the cluster for one small instance, with made-up
-/// secrets, as a multi-document YAML file.
-fn render(index: usize) -> anyhow::Result<String> {
+/// One small instance of Mastodon `version` as Herd would describe it.
+pub fn instance(index: usize, version: &str) -> MastodonInstance {
     let id = uuid::Uuid::now_v7().to_string();
     let names = TenantNames::for_instance(&id);
     let spec = InstanceSpec {
         instance_id: id.clone(),
         local_domain: format!("k{index}.bench.example"),
         web_domain: format!("k{index}.bench.example"),
-        version: herd_core::version::DEFAULT_VERSION.to_string(),
+        version: version.to_owned(),
         owner_email: "owner@example.org".into(),
         plan: starter_plans().remove(0),
         suspended: false,
@@ -77,16 +77,25 @@ fn render(index: usize) -> anyhow::Result<String> {
         },
         migration: None,
     };
-    let instance = MastodonInstance::new(
+    MastodonInstance::new(
         &herd_kube::children::namespace_name(&id),
         MastodonInstanceSpec { instance: spec },
-    );
+    )
+}
+
+/// What Herd would put into the cluster for `instance`, with made-up secrets.
+pub fn children(instance: &MastodonInstance) -> Vec<Child> {
     let env = herd_core::secrets::generate(&mut |buffer: &mut [u8]| buffer.fill(7));
-    let children = desired_children(
-        &instance,
+    desired_children(
+        instance,
         &InstanceSecrets { env },
         &ClusterProfile::default(),
-    );
+    )
+}
+
+/// `children` as a multi-document YAML file, the Deployments marked so one
+/// list finds them all.
+pub fn yaml(children: impl IntoIterator<Item = Child>) -> anyhow::Result<String> {
     let mut yaml = String::new();
     for mut child in children {
         if child.resource.kind == "Deployment" {
@@ -103,14 +112,17 @@ fn render(index: usize) -> anyhow::Result<String> {
     Ok(yaml)
 }
 
-fn deployments_per_instance() -> anyhow::Result<usize> {
-    Ok(render(0)?.matches("\nkind: Deployment\n").count())
+fn deployments_per_instance(instance: &MastodonInstance) -> usize {
+    children(instance)
+        .iter()
+        .filter(|child| child.resource.kind == "Deployment")
+        .count()
 }
 
 /// How many of the loop's Deployments are Available. One list for all of
 /// them: `kubectl wait` over thousands of objects waits for one after the
 /// other and takes longer than the rollouts themselves.
-async fn available_deployments() -> anyhow::Result<usize> {
+pub async fn available_deployments() -> anyhow::Result<usize> {
     let conditions = kubectl(&[
         "get", "deployments", "--all-namespaces", "--selector", &format!("{LABEL}=true"),
         "--output", r#"jsonpath={range .items[*]}{.status.conditions[?(@.type=="Available")].status}{"\n"}{end}"#,
@@ -122,16 +134,25 @@ async fn available_deployments() -> anyhow::Result<usize> {
         .count())
 }
 
-pub async fn run(args: &ProvisionArgs, deadline: Duration) -> anyhow::Result<BaselineResult> {
-    let dir = args.installation.work_dir.join("kubectl-loop");
+/// Applies `instances` with the loop and waits until every Deployment is
+/// Available.
+pub async fn run(
+    work_dir: &Path,
+    instances: &[MastodonInstance],
+    deadline: Duration,
+) -> anyhow::Result<BaselineResult> {
+    let dir = work_dir.join("kubectl-loop");
     std::fs::create_dir_all(&dir)?;
-    for index in 0..args.instances {
-        std::fs::write(dir.join(format!("{index:06}.yaml")), render(index)?)?;
+    for (index, instance) in instances.iter().enumerate() {
+        std::fs::write(
+            dir.join(format!("{index:06}.yaml")),
+            yaml(children(instance))?,
+        )?;
     }
     let before = Requests::now().await?;
     eprintln!(
         "herd-bench: applying {} instances with kubectl",
-        args.instances
+        instances.len()
     );
     let started = Instant::now();
     let status = Command::new("bash")
@@ -145,7 +166,10 @@ pub async fn run(args: &ProvisionArgs, deadline: Duration) -> anyhow::Result<Bas
     }
     let apply_seconds = started.elapsed().as_secs_f64();
     eprintln!("herd-bench: applied in {apply_seconds:.1}s, waiting for the Deployments");
-    let deployments = args.instances * deployments_per_instance()?;
+    let deployments = instances
+        .iter()
+        .map(deployments_per_instance)
+        .sum::<usize>();
     loop {
         let available = available_deployments().await?;
         if available == deployments {
@@ -164,7 +188,7 @@ pub async fn run(args: &ProvisionArgs, deadline: Duration) -> anyhow::Result<Bas
     Ok(BaselineResult {
         apply_seconds,
         seconds,
-        instances_per_second: args.instances as f64 / seconds,
-        requests: after.since(&before, args.instances),
+        instances_per_second: instances.len() as f64 / seconds,
+        requests: after.since(&before, instances.len()),
     })
 }

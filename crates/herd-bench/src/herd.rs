@@ -66,51 +66,50 @@ async fn states(api: &Api) -> anyhow::Result<Option<HashMap<String, usize>>> {
     Ok(Some(states))
 }
 
-pub async fn run(args: &ProvisionArgs, deadline: Duration) -> anyhow::Result<HerdResult> {
-    let herd = Installation::new(&args.installation)?;
-    let token = herd.set_up(args.instances)?;
-    let version = herd.run(&["--version"], &[])?;
-    let server = herd.serve("herd.log")?;
-    let api = herd.api(token);
-    let readiness = api.ready(Duration::from_secs(60)).await?;
-    let before = Requests::now().await?;
-
-    eprintln!("herd-bench: ordering {} instances", args.instances);
-    let started = Instant::now();
-    futures::stream::iter(0..args.instances)
-        .map(|i| {
-            let api = &api;
-            async move {
-                api.call(api.order(&format!("b{i}.bench.example")), 202)
-                    .await
-                    .map(drop)
-            }
+/// Orders `instances` small instances of Mastodon `version`, `concurrent` at a time.
+pub async fn order_all(
+    api: &Api,
+    instances: usize,
+    version: &str,
+    concurrent: usize,
+) -> anyhow::Result<()> {
+    eprintln!("herd-bench: ordering {instances} instances");
+    futures::stream::iter(0..instances)
+        .map(|i| async move {
+            api.call(api.order(&format!("b{i}.bench.example"), version), 202)
+                .await
+                .map(drop)
         })
-        .buffer_unordered(args.concurrent_orders)
+        .buffer_unordered(concurrent)
         .try_collect::<()>()
-        .await?;
-    let ordering_seconds = started.elapsed().as_secs_f64();
+        .await
+}
 
+/// Waits until all `instances` are running; returns how many polls were
+/// answered 503 meanwhile.
+pub async fn wait_all_running(
+    api: &Api,
+    instances: usize,
+    started: Instant,
+    deadline: Duration,
+) -> anyhow::Result<u32> {
     let mut last_report = Instant::now();
     let mut unavailable_answers = 0;
     loop {
-        let Some(states) = states(&api).await? else {
+        let Some(states) = states(api).await? else {
             unavailable_answers += 1;
             tokio::time::sleep(POLL).await;
             continue;
         };
         let running = states.get("running").copied().unwrap_or(0);
-        if running == args.instances {
-            break;
+        if running == instances {
+            return Ok(unavailable_answers);
         }
         if let Some(failed) = states.get("failed") {
             bail!("{failed} instances failed to provision; see herd.log");
         }
         if started.elapsed() > deadline {
-            bail!(
-                "only {running} of {} instances ran within {deadline:?}",
-                args.instances
-            );
+            bail!("only {running} of {instances} instances ran within {deadline:?}");
         }
         if last_report.elapsed() > Duration::from_secs(10) {
             eprintln!(
@@ -121,6 +120,27 @@ pub async fn run(args: &ProvisionArgs, deadline: Duration) -> anyhow::Result<Her
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+pub async fn run(args: &ProvisionArgs, deadline: Duration) -> anyhow::Result<HerdResult> {
+    let herd = Installation::new(&args.installation)?;
+    let token = herd.set_up(args.instances)?;
+    let version = herd.run(&["--version"], &[])?;
+    let server = herd.serve("herd.log")?;
+    let api = herd.api(token);
+    let readiness = api.ready(Duration::from_secs(60)).await?;
+    let before = Requests::now().await?;
+
+    let started = Instant::now();
+    order_all(
+        &api,
+        args.instances,
+        &herd_core::version::DEFAULT_VERSION.to_string(),
+        args.concurrent_orders,
+    )
+    .await?;
+    let ordering_seconds = started.elapsed().as_secs_f64();
+    let unavailable_answers = wait_all_running(&api, args.instances, started, deadline).await?;
     let seconds = started.elapsed().as_secs_f64();
     let after = Requests::now().await?;
     let peak_rss_mib = server.peak_rss_mib()?;

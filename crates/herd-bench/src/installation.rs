@@ -210,10 +210,15 @@ impl Api {
         Ok(serde_json::from_str(&text)?)
     }
 
-    /// An order of a `small` instance at `domain`.
-    pub fn order(&self, domain: &str) -> RequestBuilder {
+    /// An order of a `small` instance of Mastodon `version` at `domain`.
+    pub fn order(&self, domain: &str, version: &str) -> RequestBuilder {
         self.request(Method::POST, "/api/v1/instances")
-            .json(&json!({"domain": domain, "plan": "small", "owner_email": "owner@example.org"}))
+            .json(&json!({
+                "domain": domain,
+                "plan": "small",
+                "owner_email": "owner@example.org",
+                "version": version,
+            }))
     }
 
     /// Waits until the operation succeeded; fails when it failed or took

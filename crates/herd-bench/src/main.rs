@@ -11,6 +11,7 @@ mod installation;
 mod machine;
 mod portability;
 mod tenant;
+mod upgrade;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -36,6 +37,11 @@ enum Command {
     /// imports the archive again, and prints the results as JSON, one object
     /// per size. Needs `aws` on PATH.
     Portability(PortabilityArgs),
+    /// Orders N instances on one version and upgrades them all to the next
+    /// with one fleet upgrade, then applies N instances with the kubectl loop
+    /// and upgrades them with an operator's kubectl script, a wave's worth at
+    /// a time, and prints both results as JSON.
+    Upgrade(UpgradeArgs),
 }
 
 /// The Herd installation the benchmarks set up on the stack.
@@ -88,11 +94,34 @@ pub struct PortabilityArgs {
     deadline_seconds: u64,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct UpgradeArgs {
+    #[command(flatten)]
+    installation: InstallationArgs,
+    /// How many instances to upgrade, both ways.
+    #[arg(long)]
+    instances: usize,
+    #[arg(long, default_value = "4.4.8")]
+    from: String,
+    #[arg(long, default_value = "4.5.2")]
+    to: String,
+    /// Instances upgraded alone first.
+    #[arg(long, default_value_t = 10)]
+    canary: u32,
+    /// Instances per wave, and the script's instances at a time.
+    #[arg(long, default_value_t = 100)]
+    wave_size: u32,
+    /// Each half of the run gives up after this long.
+    #[arg(long, default_value_t = 3600)]
+    deadline_seconds: u64,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Provision(args) => provision(&args).await,
         Command::Portability(args) => portability::run(&args).await,
+        Command::Upgrade(args) => upgrade::run(&args).await,
     }
 }
 
@@ -100,7 +129,10 @@ async fn provision(args: &ProvisionArgs) -> anyhow::Result<()> {
     let deadline = Duration::from_secs(args.deadline_seconds);
 
     let herd = herd::run(args, deadline).await?;
-    let baseline = baseline::run(args, deadline).await?;
+    let fleet: Vec<_> = (0..args.instances)
+        .map(|index| baseline::instance(index, &herd_core::version::DEFAULT_VERSION.to_string()))
+        .collect();
+    let baseline = baseline::run(&args.installation.work_dir, &fleet, deadline).await?;
     let speedup = herd.instances_per_second / baseline.instances_per_second;
     let report = json!({
         "benchmark": "provision",

@@ -120,7 +120,12 @@ impl Bench<'_> {
     }
 
     async fn running_instance(&self, domain: &str) -> anyhow::Result<String> {
-        let (answer, _) = self.until_succeeded(self.api.order(domain)).await?;
+        let (answer, _) = self
+            .until_succeeded(
+                self.api
+                    .order(domain, &herd_core::version::DEFAULT_VERSION.to_string()),
+            )
+            .await?;
         id_of(&answer["instance"])
     }
 
