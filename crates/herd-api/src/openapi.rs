@@ -6,7 +6,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi};
 
-use crate::{Problem, billing, exports, imports, instances, operations, plans};
+use crate::{Problem, billing, exports, fleet, imports, instances, operations, plans};
 
 /// Declares a documented problem response: one status, its meaning, a problem body.
 /// These types only describe responses for the document and are never built.
@@ -36,7 +36,7 @@ problem_response!(
 problem_response!(
     Conflict,
     409,
-    "`domain_unavailable`: the domain is reserved or already hosted; `invalid_state`, `concurrent_change`, `export_not_ready`, `billing_disabled`"
+    "`domain_unavailable`: the domain is reserved or already hosted; `invalid_state`, `concurrent_change`, `export_not_ready`, `billing_disabled`, `invalid_target`"
 );
 problem_response!(
     Forbidden,
@@ -52,7 +52,7 @@ problem_response!(
 problem_response!(
     Unprocessable,
     422,
-    "`invalid_domain`, `invalid_email`, `invalid_version`, `unknown_plan`, `invalid_recipient`, `invalid_push_target`, `missing_field` (with `field` naming the member), `idempotency_key_reused`; imports: `invalid_archive`, `domain_mismatch`, `version_downgrade`, `unsupported_upgrade`, `invalid_url`; billing: `plan_not_for_sale`, `same_plan`"
+    "`invalid_domain`, `invalid_email`, `invalid_version`, `unknown_plan`, `invalid_recipient`, `invalid_push_target`, `missing_field` (with `field` naming the member), `idempotency_key_reused`; imports: `invalid_archive`, `domain_mismatch`, `version_downgrade`, `unsupported_upgrade`, `invalid_url`; billing: `plan_not_for_sale`, `same_plan`; fleet: `unknown_target`, `invalid_concurrency`"
 );
 problem_response!(
     ServerError,
@@ -116,6 +116,9 @@ impl Modify for BearerAuth {
         exports::show,
         exports::download,
         imports::create,
+        fleet::migrate,
+        fleet::drain,
+        fleet::show_drain,
         operations::show,
         document,
     ),
@@ -129,6 +132,7 @@ impl Modify for BearerAuth {
         (name = "billing", description = "Paying through Stripe: checkout, portal, invoices, and Stripe's webhook"),
         (name = "imports", description = "A server from another host or a Herd export, restored as a new instance"),
         (name = "operations", description = "Long-running work to follow"),
+        (name = "fleet", description = "Moves of instances between the fleet's clusters, for operators"),
         (name = "meta", description = "The API itself"),
     )
 )]

@@ -201,6 +201,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         finished_at -> Nullable<Timestamptz>,
+        details -> Nullable<Jsonb>,
     }
 }
 
@@ -294,4 +295,20 @@ diesel::allow_tables_to_appear_in_same_query!(
     subscriptions,
     billing_customers,
     stripe_events,
+    cluster_drains,
 );
+
+diesel::table! {
+    cluster_drains (id) {
+        id -> Uuid,
+        cluster_id -> Uuid,
+        concurrency -> Int4,
+        state -> Text,
+        error -> Nullable<Text>,
+        started_by -> Nullable<Uuid>,
+        created_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::joinable!(cluster_drains -> clusters (cluster_id));

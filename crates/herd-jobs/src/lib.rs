@@ -9,10 +9,12 @@ mod backend;
 pub mod billing;
 pub mod changes;
 mod delete;
+pub mod drain;
 mod error;
 mod expiry;
 pub mod export;
 pub mod faults;
+pub mod migrate;
 mod provision;
 mod relay;
 pub mod resource;
@@ -36,7 +38,9 @@ pub use worker::run as run_worker;
 pub mod kinds {
     pub use crate::billing::EVENT_KIND as STRIPE_EVENT;
     pub use crate::delete::KIND as DELETE_INSTANCE;
+    pub use crate::drain::KIND as DRAIN_CLUSTER;
     pub use crate::export::KIND as EXPORT_INSTANCE;
+    pub use crate::migrate::KIND as MIGRATE_INSTANCE;
     pub use crate::provision::KIND as PROVISION_INSTANCE;
     pub use crate::update::KIND as UPDATE_INSTANCE;
 }

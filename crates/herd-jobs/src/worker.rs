@@ -12,14 +12,18 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::{InstanceJob, JobError, Services, billing, delete, export, provision, update};
+use crate::{
+    InstanceJob, JobError, Services, billing, delete, drain, export, migrate, provision, update,
+};
 
-const KINDS: [&str; 5] = [
+const KINDS: [&str; 7] = [
     provision::KIND,
     delete::KIND,
     export::KIND,
     update::KIND,
     billing::EVENT_KIND,
+    migrate::KIND,
+    drain::KIND,
 ];
 const IDLE_POLL: Duration = Duration::from_millis(500);
 const RETRY: Backoff = Backoff {
@@ -184,6 +188,14 @@ async fn dispatch(services: &Services, job: &ClaimedJob, slot: &mut Slot) -> Res
             let event_job: billing::EventJob = payload(job)?;
             billing::apply_event(services, &event_job).await
         }
+        migrate::KIND => {
+            let migrate_job: migrate::MigrateJob = payload(job)?;
+            migrate::run(services, job.id, &migrate_job).await
+        }
+        drain::KIND => {
+            let drain_job: drain::DrainJob = payload(job)?;
+            drain::run(services, &drain_job, slot).await
+        }
         other => Err(JobError::Payload(format!(
             "no worker runs jobs of kind {other}"
         ))),
@@ -235,6 +247,11 @@ async fn record_outcome(
     if job.kind == billing::EVENT_KIND {
         return Ok(());
     }
+    // Nor has a drain: the drain records its failure itself.
+    if job.kind == drain::KIND {
+        drop(conn);
+        return drain::give_up(services, &payload(job)?, &message).await;
+    }
     let instance_job: InstanceJob = payload(job)?;
     herd_db::operations::finish_operation(&mut conn, instance_job.operation_id, Some(&message))
         .await?;
@@ -274,6 +291,10 @@ async fn record_outcome(
                 drop(conn);
                 discard_staged(services, archive).await;
             }
+        }
+        migrate::KIND => {
+            drop(conn);
+            migrate::resume_on_source(services, &payload(job)?).await?;
         }
         export::KIND => {
             let export: export::ExportJob = payload(job)?;
