@@ -36,7 +36,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::archives::scratch_error;
 use crate::resource::{desired_resource, effective_plan, resource_name};
 use crate::steps::StepRunner;
 use crate::{JobError, Services, delete, provision, tenant_data};
@@ -53,6 +52,8 @@ pub const STEPS: &[&str] = &[
 /// Enough to ride out a cluster or database restart under backoff.
 const ATTEMPTS: i32 = 10;
 const POLL: Duration = Duration::from_millis(250);
+/// What the dump may run ahead of the restore.
+const DUMP_BUFFER_BYTES: usize = 1 << 20;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MigrateJob {
@@ -289,7 +290,8 @@ fn still_running(pod: &Pod) -> bool {
 }
 
 /// Dumps the source database and restores it into an empty target database,
-/// both as the tenant's role. Returns the size of the dump.
+/// both as the tenant's role, the restore reading the dump as it is made.
+/// Returns the size of the dump.
 async fn copy_database(
     services: &Services,
     source: &Instance,
@@ -300,23 +302,17 @@ async fn copy_database(
     tenant_data::recreate_database(services, target, plan.database_connection_limit).await?;
     let from = tenant_data::connect(services, source).await?;
     let to = tenant_data::connect(services, target).await?;
-    let scratch_name = format!("migrate-{}", source.id);
-    let dump_path = services
-        .archives
-        .scratch(&scratch_name)
-        .await?
-        .join("database.dump");
-    let mut dump_file = tokio::fs::File::create(&dump_path)
-        .await
-        .map_err(scratch_error)?;
-    let size = PgTools::default()
-        .dump(&from.credentials, &mut dump_file)
-        .await?;
-    drop(dump_file);
-    let report = PgTools::default()
-        .restore(&to.credentials, &dump_path)
-        .await?;
-    services.archives.discard_scratch(&scratch_name).await?;
+    let (writer, mut reader) = tokio::io::duplex(DUMP_BUFFER_BYTES);
+    let tools = PgTools::default();
+    let dump = async {
+        let mut writer = writer;
+        // Dropping the writer at the end is the end of the archive for the restore.
+        tools.dump(&from.credentials, &mut writer).await
+    };
+    let (size, report) = tokio::join!(dump, tools.restore_from(&to.credentials, &mut reader));
+    // A dump that failed half-way leaves a truncated archive, which the restore refuses.
+    let size = size?;
+    let report = report?;
     if !report.refused.is_empty() {
         return Err(JobError::Refused(format!(
             "the target database refused statements of the dump: {}",
