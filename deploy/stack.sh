@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The local stack Herd develops and tests against: two PostgreSQL servers,
-# Garage (S3), stripe-mock and a Kubernetes control plane with fake nodes, all
-# on 127.0.0.1.
+# Garage (S3), stripe-mock and two Kubernetes control planes with fake nodes
+# (the second one for moves between clusters), all on 127.0.0.1.
 #
 #   deploy/stack.sh install                                 build/install every component (cached)
 #   deploy/stack.sh up     [--state-dir DIR] [--free-ports] install, start everything, write DIR/env
@@ -19,10 +19,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 COMPONENTS_DIR="$HERD_REPO_ROOT/deploy/components"
 # Start order; stopped in reverse.
-COMPONENTS=(postgres garage stripe-mock kube)
+COMPONENTS=(postgres garage stripe-mock kube kube-b)
 
 # Every port of the stack with its default. The kube defaults are those of
-# deploy/components/kube.sh.
+# deploy/components/kube.sh, the kube-b ones those of kube-b.sh.
 PORT_VARS=(
   HERD_PORT_POSTGRES=15432
   HERD_PORT_POSTGRES2=15433
@@ -37,6 +37,12 @@ PORT_VARS=(
   HERD_PORT_KUBE_CONTROLLER_MANAGER=10257
   HERD_PORT_KUBE_SCHEDULER=10259
   HERD_PORT_KWOK=10247
+  HERD_PORT_B_ETCD=22379
+  HERD_PORT_B_ETCD_PEER=22380
+  HERD_PORT_B_KUBE_APISERVER=26443
+  HERD_PORT_B_KUBE_CONTROLLER_MANAGER=20257
+  HERD_PORT_B_KUBE_SCHEDULER=20259
+  HERD_PORT_B_KWOK=20247
   HERD_PORT_HERD=8080
 )
 
@@ -56,8 +62,8 @@ find_components() {
       log "skipping $c (HERD_STACK_SKIP)"
     elif [[ -f "$(component_script "$c")" ]]; then
       PRESENT+=("$c")
-    elif [[ "$c" == kube ]]; then
-      log "warning: deploy/components/kube.sh is missing: the stack runs WITHOUT Kubernetes"
+    elif [[ "$c" == kube* ]]; then
+      log "warning: deploy/components/$c.sh is missing: the stack runs WITHOUT that Kubernetes cluster"
     else
       die "deploy/components/$c.sh is missing"
     fi

@@ -19,17 +19,8 @@ for size in "$@"; do
 done
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HERD_CACHE_DIR/target}"
 
-# The comparison's S3 client is the one operators reach for: the AWS command
-# line, from PyPI into a virtualenv of its own when none is on PATH.
-if ! command -v aws >/dev/null; then
-  venv="$HERD_CACHE_DIR/awscli"
-  if [[ ! -x "$venv/bin/aws" ]]; then
-    log "installing the AWS command line into $venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet awscli
-  fi
-  PATH="$venv/bin:$PATH"
-fi
+# shellcheck source=aws.sh
+source "$HERD_REPO_ROOT/deploy/bench/aws.sh"
 
 log "building herd and herd-bench (release)"
 cargo build --release --locked --bin herd --bin herd-bench

@@ -312,6 +312,12 @@ pub struct OperationView {
     pub updated_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
+    /// What the operation measured. A `migrate` operation reports its
+    /// clusters and database servers, `freeze_seconds` (how long the
+    /// instance took no writes) and `database_bytes` (the size of the dump).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<serde_json::Value>,
 }
 
 impl From<Operation> for OperationView {
@@ -334,6 +340,7 @@ impl From<Operation> for OperationView {
             created_at: op.created_at,
             updated_at: op.updated_at,
             finished_at: op.finished_at,
+            details: op.details,
         }
     }
 }
@@ -737,6 +744,51 @@ pub struct FleetUpgradeView {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// Where an instance moves: a cluster of the fleet, and optionally the
+/// database server its database moves to (by default the least loaded one
+/// other than its current server).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateInstanceRequest {
+    /// The target cluster's name or id.
+    #[schema(example = "eu-2")]
+    pub cluster: String,
+    /// The target database server's name or id.
+    pub database_server: Option<String>,
+}
+
+/// How many instances a drain moves at a time.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DrainClusterRequest {
+    /// Moves at a time; 2 when absent.
+    #[schema(minimum = 1, maximum = 100, example = 2)]
+    pub concurrency: Option<u32>,
+}
+
+/// A drain of a cluster and how far it got.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DrainView {
+    pub id: Uuid,
+    pub cluster_id: Uuid,
+    pub cluster: String,
+    pub concurrency: i32,
+    /// `running`, `succeeded` or `failed`.
+    #[schema(example = "running")]
+    pub state: String,
+    /// What is left on the cluster, when `state` is `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Instances still placed on the cluster.
+    pub instances_left: i64,
+    /// Moves under way; each is a `migrate` operation of its instance.
+    pub moves_running: i64,
+    pub moves_done: i64,
+    pub created_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
 impl FleetUpgradeView {
     pub fn new(upgrade: FleetUpgrade, members: Vec<Member>, with_members: bool) -> Self {
         let mut waves: Vec<WaveView> = Vec::new();
@@ -794,4 +846,22 @@ impl FleetUpgradeView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct FleetUpgradeList {
     pub upgrades: Vec<FleetUpgradeView>,
+}
+
+impl From<herd_db::drains::Drain> for DrainView {
+    fn from(drain: herd_db::drains::Drain) -> Self {
+        DrainView {
+            id: drain.id,
+            cluster_id: drain.cluster_id,
+            cluster: drain.cluster_name,
+            concurrency: drain.concurrency,
+            state: drain.state,
+            error: drain.error,
+            instances_left: drain.instances_left,
+            moves_running: drain.moves_running,
+            moves_done: drain.moves_done,
+            created_at: drain.created_at,
+            finished_at: drain.finished_at,
+        }
+    }
 }

@@ -10,6 +10,7 @@ mod body;
 mod dto;
 mod email;
 mod exports;
+mod fleet;
 mod fleet_upgrades;
 mod health;
 mod imports;
@@ -83,6 +84,18 @@ fn endpoints() -> Vec<Endpoint> {
         endpoint(
             "/api/v1/instances/{id}/resume",
             vec![(Method::POST, web::to(instances::resume))],
+        ),
+        endpoint(
+            "/api/v1/instances/{id}/migrate",
+            vec![(Method::POST, web::to(fleet::migrate))],
+        ),
+        endpoint(
+            "/api/v1/clusters/{id}/drain",
+            vec![(Method::POST, web::to(fleet::drain))],
+        ),
+        endpoint(
+            "/api/v1/drains/{id}",
+            vec![(Method::GET, web::to(fleet::show_drain))],
         ),
         endpoint(
             "/api/v1/instances/{id}/checkout",

@@ -6,7 +6,9 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi};
 
-use crate::{Problem, billing, exports, fleet_upgrades, imports, instances, operations, plans};
+use crate::{
+    Problem, billing, exports, fleet, fleet_upgrades, imports, instances, operations, plans,
+};
 
 /// Declares a documented problem response: one status, its meaning, a problem body.
 /// These types only describe responses for the document and are never built.
@@ -36,7 +38,7 @@ problem_response!(
 problem_response!(
     Conflict,
     409,
-    "`domain_unavailable`: the domain is reserved or already hosted; `invalid_state`, `concurrent_change`, `export_not_ready`, `billing_disabled`, `upgrade_in_progress`"
+    "`domain_unavailable`: the domain is reserved or already hosted; `invalid_state`, `concurrent_change`, `export_not_ready`, `billing_disabled`, `upgrade_in_progress`, `invalid_target`"
 );
 problem_response!(
     Forbidden,
@@ -52,7 +54,7 @@ problem_response!(
 problem_response!(
     Unprocessable,
     422,
-    "`invalid_domain`, `invalid_email`, `invalid_version`, `unknown_plan`, `invalid_recipient`, `invalid_push_target`, `missing_field` (with `field` naming the member), `idempotency_key_reused`; imports: `invalid_archive`, `domain_mismatch`, `version_downgrade`, `unsupported_upgrade`, `invalid_url`; billing: `plan_not_for_sale`, `same_plan`; fleet upgrades: `invalid_waves`, `no_instances`"
+    "`invalid_domain`, `invalid_email`, `invalid_version`, `unknown_plan`, `invalid_recipient`, `invalid_push_target`, `missing_field` (with `field` naming the member), `idempotency_key_reused`; imports: `invalid_archive`, `domain_mismatch`, `version_downgrade`, `unsupported_upgrade`, `invalid_url`; billing: `plan_not_for_sale`, `same_plan`; fleet upgrades: `invalid_waves`, `no_instances`; fleet moves: `unknown_target`, `invalid_concurrency`"
 );
 problem_response!(
     ServerError,
@@ -117,6 +119,9 @@ impl Modify for BearerAuth {
         exports::show,
         exports::download,
         imports::create,
+        fleet::migrate,
+        fleet::drain,
+        fleet::show_drain,
         operations::show,
         fleet_upgrades::create,
         fleet_upgrades::list,
@@ -136,7 +141,7 @@ impl Modify for BearerAuth {
         (name = "billing", description = "Paying through Stripe: checkout, portal, invoices, and Stripe's webhook"),
         (name = "imports", description = "A server from another host or a Herd export, restored as a new instance"),
         (name = "operations", description = "Long-running work to follow"),
-        (name = "fleet", description = "Operators' work on the whole fleet: upgrades in waves"),
+        (name = "fleet", description = "Operators' work on the whole fleet: upgrades in waves, moves of instances between clusters, drains"),
         (name = "meta", description = "The API itself"),
     )
 )]

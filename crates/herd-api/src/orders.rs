@@ -169,7 +169,7 @@ pub struct Answer {
     pub body: serde_json::Value,
 }
 
-fn accepted(instance: Instance, operation: Operation) -> Answer {
+pub(crate) fn accepted(instance: Instance, operation: Operation) -> Answer {
     let body = Accepted {
         instance: instance.into(),
         operation: operation.into(),
@@ -190,7 +190,12 @@ pub(crate) struct Order {
     pub(crate) owner_email: String,
 }
 
-fn unprocessable(code: &'static str, title: &str, field: &str, detail: String) -> Problem {
+pub(crate) fn unprocessable(
+    code: &'static str,
+    title: &str,
+    field: &str,
+    detail: String,
+) -> Problem {
     Problem::new(StatusCode::UNPROCESSABLE_ENTITY, code, title, detail)
         .with_extensions(json!({ "field": field }))
 }
@@ -690,7 +695,7 @@ pub async fn scale(
     .await
 }
 
-fn operators_only(principal: &Principal) -> Result<(), Problem> {
+pub(crate) fn operators_only(principal: &Principal) -> Result<(), Problem> {
     if principal.0.role == herd_db::accounts::Role::Operator {
         return Ok(());
     }

@@ -41,7 +41,7 @@ impl BackupResult {
     }
 }
 
-async fn run_timed(what: &str, command: &mut Command) -> anyhow::Result<f64> {
+pub async fn run_timed(what: &str, command: &mut Command) -> anyhow::Result<f64> {
     let started = Instant::now();
     let output = command
         .output()
@@ -58,7 +58,7 @@ async fn run_timed(what: &str, command: &mut Command) -> anyhow::Result<f64> {
 
 /// The `aws` command with the tenant's key and the stack's endpoint, from
 /// a config file of its own rather than the user's.
-fn aws(tenant: &Tenant, dir: &Path) -> anyhow::Result<Command> {
+pub fn aws(tenant: &Tenant, dir: &Path) -> anyhow::Result<Command> {
     let config = dir.join("aws.config");
     // Garage serves buckets by path only, not as host names.
     std::fs::write(

@@ -128,6 +128,46 @@ impl<'a> Installation<'a> {
         )
     }
 
+    /// Registers the stack's second cluster (`local-b`) and second database
+    /// server (`local-2`), for instances to move to.
+    pub fn add_second_placement(&self, capacity: usize) -> anyhow::Result<()> {
+        let capacity = capacity.to_string();
+        self.run(
+            &[
+                "fleet",
+                "add-cluster",
+                "--name",
+                "local-b",
+                "--capacity",
+                &capacity,
+                "--kubeconfig",
+                &stack("HERD_KUBECONFIG_2")?,
+            ],
+            &[],
+        )?;
+        let admin_url = stack("HERD_PG2_ADMIN_URL")?;
+        let port = url::Url::parse(&admin_url)?
+            .port()
+            .context("the admin URL names no port")?
+            .to_string();
+        self.run(
+            &[
+                "fleet",
+                "add-database-server",
+                "--name",
+                "local-2",
+                "--capacity",
+                &capacity,
+                "--tenant-host",
+                "127.0.0.1",
+                "--tenant-port",
+                &port,
+            ],
+            &[("HERD_FLEET_ADMIN_URL", admin_url)],
+        )?;
+        Ok(())
+    }
+
     /// Starts `herd serve` with its log in `log` under the work directory.
     /// Archives are staged under the work directory too, so they go with the
     /// throwaway stack.

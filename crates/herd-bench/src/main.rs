@@ -9,6 +9,7 @@ mod cluster;
 mod herd;
 mod installation;
 mod machine;
+mod migration;
 mod portability;
 mod tenant;
 mod upgrade;
@@ -42,6 +43,12 @@ enum Command {
     /// and upgrades them with an operator's kubectl script, a wave's worth at
     /// a time, and prints both results as JSON.
     Upgrade(UpgradeArgs),
+    /// For each size, moves an instance filled with a fixture of about that
+    /// size to the other cluster and database server by hand (suspend,
+    /// `pg_dump | pg_restore`, `aws s3 sync`, resume), then with Herd, and
+    /// prints both write freezes as JSON, one object per size. Needs `aws`
+    /// on PATH and the stack's second cluster.
+    Migration(MigrationArgs),
 }
 
 /// The Herd installation the benchmarks set up on the stack.
@@ -116,12 +123,28 @@ pub struct UpgradeArgs {
     deadline_seconds: u64,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct MigrationArgs {
+    #[command(flatten)]
+    installation: InstallationArgs,
+    /// The tenant sizes to measure, in MiB of database and media.
+    #[arg(long, value_delimiter = ',', required = true)]
+    sizes_mb: Vec<u64>,
+    /// The fixture's seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Each operation gives up after this long.
+    #[arg(long, default_value_t = 3600)]
+    deadline_seconds: u64,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Provision(args) => provision(&args).await,
         Command::Portability(args) => portability::run(&args).await,
         Command::Upgrade(args) => upgrade::run(&args).await,
+        Command::Migration(args) => migration::run(&args).await,
     }
 }
 

@@ -23,7 +23,7 @@ const MIB: u64 = 1 << 20;
 /// What one fixture unit at full media size carries into an export: about
 /// 3 MB of database and 22 of the 28 MB of media (the rest is the remote
 /// cache, left out).
-const CARRIED_BYTES_PER_UNIT: u64 = 25 * MIB;
+pub const CARRIED_BYTES_PER_UNIT: u64 = 25 * MIB;
 
 struct Export {
     id: String,
@@ -300,7 +300,7 @@ impl Bench<'_> {
     }
 }
 
-fn id_of(object: &Value) -> anyhow::Result<String> {
+pub fn id_of(object: &Value) -> anyhow::Result<String> {
     Ok(object["id"]
         .as_str()
         .with_context(|| format!("no id in {object}"))?

@@ -138,24 +138,60 @@ pub async fn register_object_store(
     Ok(id)
 }
 
-/// The least loaded active member of `table` below its capacity, if any.
+/// The least loaded active member of `table` below its capacity, other than
+/// `except`, if any.
 async fn least_loaded(
     conn: &mut AsyncPgConnection,
     table: &'static str,
     instance_column: &'static str,
     capacity: &'static str,
+    except: Option<Uuid>,
 ) -> Result<Option<Uuid>, DbError> {
     let query = format!(
         "SELECT m.id FROM {table} m
            LEFT JOIN instances i ON i.{instance_column} = m.id AND i.state <> 'deleted'
-          WHERE m.state = 'active'
+          WHERE m.state = 'active' AND m.id IS DISTINCT FROM $1
           GROUP BY m.id, m.name
          HAVING count(i.id) < {capacity}
           ORDER BY count(i.id), m.name
           LIMIT 1"
     );
-    let row: Option<IdRow> = diesel::sql_query(query).get_result(conn).await.optional()?;
+    let row: Option<IdRow> = diesel::sql_query(query)
+        .bind::<diesel::sql_types::Nullable<diesel::sql_types::Uuid>, _>(except)
+        .get_result(conn)
+        .await
+        .optional()?;
     Ok(row.map(|row| row.id))
+}
+
+/// The least loaded active cluster with room left, other than `except`.
+pub async fn least_loaded_cluster(
+    conn: &mut AsyncPgConnection,
+    except: Option<Uuid>,
+) -> Result<Option<Uuid>, DbError> {
+    least_loaded(
+        conn,
+        "clusters",
+        "cluster_id",
+        "max(m.capacity_instances)",
+        except,
+    )
+    .await
+}
+
+/// The least loaded active database server with room left, other than `except`.
+pub async fn least_loaded_database_server(
+    conn: &mut AsyncPgConnection,
+    except: Option<Uuid>,
+) -> Result<Option<Uuid>, DbError> {
+    least_loaded(
+        conn,
+        "database_servers",
+        "database_server_id",
+        "max(m.capacity_databases)",
+        except,
+    )
+    .await
 }
 
 /// Where a new instance goes: the least loaded active cluster, database server
@@ -163,16 +199,17 @@ async fn least_loaded(
 pub async fn least_loaded_placement(
     conn: &mut AsyncPgConnection,
 ) -> Result<Option<Placement>, DbError> {
-    let cluster = least_loaded(conn, "clusters", "cluster_id", "max(m.capacity_instances)").await?;
-    let database = least_loaded(
+    let cluster = least_loaded_cluster(conn, None).await?;
+    let database = least_loaded_database_server(conn, None).await?;
+    // S3 stores scale out on their own; they have no capacity to exhaust.
+    let store = least_loaded(
         conn,
-        "database_servers",
-        "database_server_id",
-        "max(m.capacity_databases)",
+        "object_stores",
+        "object_store_id",
+        "count(i.id) + 1",
+        None,
     )
     .await?;
-    // S3 stores scale out on their own; they have no capacity to exhaust.
-    let store = least_loaded(conn, "object_stores", "object_store_id", "count(i.id) + 1").await?;
     Ok(match (cluster, database, store) {
         (Some(cluster_id), Some(database_server_id), Some(object_store_id)) => Some(Placement {
             cluster_id,
@@ -274,4 +311,75 @@ pub async fn serving_cluster_ids(conn: &mut AsyncPgConnection) -> Result<Vec<Uui
         .select(clusters::id)
         .load(conn)
         .await?)
+}
+
+/// A cluster or database server of the fleet as operators name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetMember {
+    pub id: Uuid,
+    pub name: String,
+    /// `active`, `draining` or `retired`.
+    pub state: String,
+}
+
+#[derive(QueryableByName)]
+struct MemberRow {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    id: Uuid,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    name: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    state: String,
+}
+
+/// The member of `table` with `key` as its name or its id.
+async fn find_member(
+    conn: &mut AsyncPgConnection,
+    table: &'static str,
+    key: &str,
+) -> Result<Option<FleetMember>, DbError> {
+    let row: Option<MemberRow> = diesel::sql_query(format!(
+        "SELECT id, name, state FROM {table} WHERE name = $1 OR id::text = lower($1)"
+    ))
+    .bind::<diesel::sql_types::Text, _>(key)
+    .get_result(conn)
+    .await
+    .optional()?;
+    Ok(row.map(|row| FleetMember {
+        id: row.id,
+        name: row.name,
+        state: row.state,
+    }))
+}
+
+/// The cluster named `key`, or with `key` as its id.
+pub async fn find_cluster(
+    conn: &mut AsyncPgConnection,
+    key: &str,
+) -> Result<Option<FleetMember>, DbError> {
+    find_member(conn, "clusters", key).await
+}
+
+/// The database server named `key`, or with `key` as its id.
+pub async fn find_database_server(
+    conn: &mut AsyncPgConnection,
+    key: &str,
+) -> Result<Option<FleetMember>, DbError> {
+    find_member(conn, "database_servers", key).await
+}
+
+/// Takes a cluster out of placement (`draining`) or puts it back (`active`).
+pub async fn set_cluster_state(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    state: &str,
+) -> Result<(), DbError> {
+    diesel::update(clusters::table.find(id))
+        .set((
+            clusters::state.eq(state),
+            clusters::updated_at.eq(chrono::Utc::now()),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
 }

@@ -281,6 +281,44 @@ pub async fn place_instance(
         .ok_or(DbError::Query(DieselError::NotFound))
 }
 
+/// Moves an instance's record to the cluster and database server its data
+/// was restored on. Its data now comes from a restore, which is what its
+/// setup must know: it migrates the schema and creates no owner account.
+pub async fn relocate(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    cluster_id: Uuid,
+    database_server_id: Uuid,
+) -> Result<Instance, DbError> {
+    diesel::update(instances::table.find(id))
+        .set((
+            instances::cluster_id.eq(cluster_id),
+            instances::database_server_id.eq(database_server_id),
+            instances::origin.eq(InstanceOrigin::Imported.name()),
+        ))
+        .returning(InstanceRow::as_returning())
+        .get_result(conn)
+        .await?
+        .try_into()
+}
+
+/// The ids and states of the instances placed on a cluster, deleted ones left out, oldest first.
+pub async fn instances_on_cluster(
+    conn: &mut AsyncPgConnection,
+    cluster_id: Uuid,
+) -> Result<Vec<(Uuid, InstanceState)>, DbError> {
+    let rows: Vec<(Uuid, String, Option<String>)> = instances::table
+        .filter(instances::cluster_id.eq(cluster_id))
+        .filter(instances::state.ne("deleted"))
+        .order(instances::created_at)
+        .select((instances::id, instances::state, instances::failure_reason))
+        .load(conn)
+        .await?;
+    rows.into_iter()
+        .map(|(id, state, reason)| Ok((id, state_from(&state, reason)?)))
+        .collect()
+}
+
 fn secrets_context(id: Uuid) -> String {
     format!("instance_secrets:{id}")
 }

@@ -11,6 +11,7 @@ pub mod archives;
 pub mod audit;
 mod backoff;
 pub mod billing;
+pub mod drains;
 mod error;
 pub mod fleet;
 pub mod fleet_upgrades;

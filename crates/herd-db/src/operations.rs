@@ -66,6 +66,8 @@ pub struct Operation {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// What the operation measured, when it reports more than its steps.
+    pub details: Option<serde_json::Value>,
 }
 
 #[derive(Queryable, Selectable)]
@@ -83,6 +85,7 @@ struct OperationRow {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     finished_at: Option<DateTime<Utc>>,
+    details: Option<serde_json::Value>,
 }
 
 impl TryFrom<OperationRow> for Operation {
@@ -105,6 +108,7 @@ impl TryFrom<OperationRow> for Operation {
             created_at: row.created_at,
             updated_at: row.updated_at,
             finished_at: row.finished_at,
+            details: row.details,
         })
     }
 }
@@ -193,6 +197,22 @@ pub async fn find_operation_by_job(
         .await
         .optional()?;
     row.map(Operation::try_from).transpose()
+}
+
+/// Merges `details` into what the operation reports besides its steps.
+pub async fn add_details(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    details: serde_json::Value,
+) -> Result<(), DbError> {
+    diesel::sql_query(
+        "UPDATE operations SET details = coalesce(details, '{}'::jsonb) || $2, updated_at = now() WHERE id = $1",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(id)
+    .bind::<diesel::sql_types::Jsonb, _>(details)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Marks `step` done and the operation running, with progress as the share of steps done.

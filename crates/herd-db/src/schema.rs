@@ -201,6 +201,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         finished_at -> Nullable<Timestamptz>,
+        details -> Nullable<Jsonb>,
     }
 }
 
@@ -313,6 +314,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     instance_upgrades,
     fleet_upgrades,
     fleet_upgrade_members,
+    cluster_drains,
 );
 
 diesel::table! {
@@ -334,6 +336,19 @@ diesel::table! {
 }
 
 diesel::table! {
+    cluster_drains (id) {
+        id -> Uuid,
+        cluster_id -> Uuid,
+        concurrency -> Int4,
+        state -> Text,
+        error -> Nullable<Text>,
+        started_by -> Nullable<Uuid>,
+        created_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     fleet_upgrade_members (upgrade_id, instance_id) {
         upgrade_id -> Uuid,
         instance_id -> Uuid,
@@ -346,3 +361,4 @@ diesel::table! {
 
 diesel::joinable!(fleet_upgrade_members -> fleet_upgrades (upgrade_id));
 diesel::joinable!(fleet_upgrade_members -> instances (instance_id));
+diesel::joinable!(cluster_drains -> clusters (cluster_id));

@@ -17,15 +17,35 @@ use uuid::Uuid;
 
 use crate::{JobError, Services, tenant_data};
 
-/// The reconciler's view of Herd's database.
+/// The reconciler's view of Herd's database, for the reconciler of one cluster.
+///
+/// A resource on a cluster the instance is no longer placed on is what a
+/// move between clusters leaves behind until it deletes it: its status says
+/// nothing of the instance, and its deletion removes no data (the move drops
+/// the source database itself; the data the record points at is the
+/// instance's, on the target).
 pub struct HerdBackend {
     services: Arc<Services>,
+    cluster: Uuid,
 }
 
 impl HerdBackend {
-    pub fn new(services: Arc<Services>) -> Self {
-        HerdBackend { services }
+    pub fn new(services: Arc<Services>, cluster: Uuid) -> Self {
+        HerdBackend { services, cluster }
     }
+}
+
+/// The instance's record, if the instance is placed on `cluster`.
+async fn placed_on(
+    services: &Services,
+    id: Uuid,
+    cluster: Uuid,
+) -> Result<Option<herd_db::instances::Instance>, BackendError> {
+    let mut conn = services.conn().await.map_err(BackendError::new)?;
+    let row = herd_db::instances::load_instance(&mut conn, id)
+        .await
+        .map_err(BackendError::new)?;
+    Ok(row.filter(|row| row.cluster_id == Some(cluster)))
 }
 
 fn instance_id(instance: &MastodonInstance) -> Result<Uuid, BackendError> {
@@ -62,17 +82,15 @@ impl TenantBackend for HerdBackend {
         instance: &MastodonInstance,
     ) -> impl Future<Output = Result<(), BackendError>> + Send {
         let services = self.services.clone();
+        let cluster = self.cluster;
         let id = instance_id(instance);
         async move {
             let id = id?;
-            let row = {
-                let mut conn = services.conn().await.map_err(BackendError::new)?;
-                herd_db::instances::load_instance(&mut conn, id)
-                    .await
-                    .map_err(BackendError::new)?
+            // A resource Herd has no record of has no data services Herd made,
+            // and one left behind by a move has none of its own.
+            let Some(row) = placed_on(&services, id, cluster).await? else {
+                return Ok(());
             };
-            // A resource Herd has no record of has no data services Herd made.
-            let Some(row) = row else { return Ok(()) };
             tenant_data::remove_all(&services, &row)
                 .await
                 .map_err(BackendError::new)
@@ -85,12 +103,15 @@ impl TenantBackend for HerdBackend {
         status: &MastodonInstanceStatus,
     ) -> impl Future<Output = Result<(), BackendError>> + Send {
         let services = self.services.clone();
+        let cluster = self.cluster;
         let id = instance_id(instance);
-        let ready = is_ready(status);
+        // Workloads scaled to zero are ready for a suspension, never a sign
+        // that the instance runs (a move freezes it that way, while it is updating).
+        let ready = is_ready(status) && !instance.spec.instance.suspended;
         let phase = status.phase.clone();
         async move {
             let id = id?;
-            if !ready {
+            if !ready || placed_on(&services, id, cluster).await?.is_none() {
                 return Ok(());
             }
             mark_running(&services, id, phase)

@@ -139,8 +139,18 @@ async fn remove_workloads(services: &Services, instance: &Instance) -> Result<()
     let Some(cluster) = instance.cluster_id else {
         return Ok(());
     };
+    delete_resource(services, cluster, instance.id).await
+}
+
+/// Deletes an instance's resource from one cluster and waits until its
+/// finalizer has run and it is gone.
+pub(crate) async fn delete_resource(
+    services: &Services,
+    cluster: Uuid,
+    instance_id: Uuid,
+) -> Result<(), JobError> {
     let api: Api<MastodonInstance> = Api::all(services.cluster_client(cluster).await?);
-    let name = resource_name(instance.id);
+    let name = resource_name(instance_id);
     match api.delete(&name, &DeleteParams::background()).await {
         Ok(_) => {}
         Err(kube::Error::Api(response)) if response.code == 404 => return Ok(()),

@@ -155,7 +155,7 @@ async fn keep_secrets(services: &Services, id: Uuid) -> Result<(), JobError> {
 }
 
 /// Writes the instance's resource to its cluster; the reconciler does the rest.
-async fn apply(services: &Services, instance: &Instance) -> Result<(), JobError> {
+pub(crate) async fn apply(services: &Services, instance: &Instance) -> Result<(), JobError> {
     let resource = desired_resource(services, instance).await?;
     apply_resource(services, instance, &resource).await?;
     Ok(())

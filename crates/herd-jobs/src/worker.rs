@@ -13,11 +13,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
-    InstanceJob, JobError, Services, billing, delete, export, fleet_upgrade, leases, provision,
-    update, upgrade,
+    InstanceJob, JobError, Services, billing, delete, drain, export, fleet_upgrade, leases,
+    migrate, provision, update, upgrade,
 };
 
-const KINDS: [&str; 7] = [
+const KINDS: [&str; 9] = [
     provision::KIND,
     delete::KIND,
     export::KIND,
@@ -25,6 +25,8 @@ const KINDS: [&str; 7] = [
     upgrade::KIND,
     fleet_upgrade::KIND,
     billing::EVENT_KIND,
+    migrate::KIND,
+    drain::KIND,
 ];
 const IDLE_POLL: Duration = Duration::from_millis(500);
 const RETRY: Backoff = Backoff {
@@ -163,6 +165,14 @@ async fn dispatch(services: &Services, job: &ClaimedJob, slot: &mut Slot) -> Res
             let event_job: billing::EventJob = payload(job)?;
             billing::apply_event(services, &event_job).await
         }
+        migrate::KIND => {
+            let migrate_job: migrate::MigrateJob = payload(job)?;
+            migrate::run(services, job.id, &migrate_job).await
+        }
+        drain::KIND => {
+            let drain_job: drain::DrainJob = payload(job)?;
+            drain::run(services, &drain_job, slot).await
+        }
         other => Err(JobError::Payload(format!(
             "no worker runs jobs of kind {other}"
         ))),
@@ -219,6 +229,11 @@ async fn record_outcome(
         let fleet_job: fleet_upgrade::FleetUpgradeJob = payload(job)?;
         return fleet_upgrade::abandon(&mut conn, &fleet_job, &message).await;
     }
+    // Nor has a drain: the drain records its failure itself.
+    if job.kind == drain::KIND {
+        drop(conn);
+        return drain::give_up(services, &payload(job)?, &message).await;
+    }
     let instance_job: InstanceJob = payload(job)?;
     herd_db::operations::finish_operation(&mut conn, instance_job.operation_id, Some(&message))
         .await?;
@@ -258,6 +273,10 @@ async fn record_outcome(
                 drop(conn);
                 discard_staged(services, archive).await;
             }
+        }
+        migrate::KIND => {
+            drop(conn);
+            migrate::resume_on_source(services, &payload(job)?).await?;
         }
         export::KIND => {
             let export: export::ExportJob = payload(job)?;

@@ -105,7 +105,48 @@ impl PgTools {
         archive: &Path,
     ) -> Result<RestoreReport, TenancyError> {
         let output = self
-            .command(&self.pg_restore, credentials)
+            .restore_command(credentials)
+            .arg(archive)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|err| tool_error("pg_restore", err.to_string()))?;
+        restore_report(&output)
+    }
+
+    /// Restores as [`PgTools::restore`] does, reading the archive from
+    /// `input` as it arrives: one pass, with nothing on disk, so a dump can
+    /// be restored while it is being made.
+    pub async fn restore_from(
+        &self,
+        credentials: &TenantCredentials,
+        input: &mut (impl AsyncRead + Unpin),
+    ) -> Result<RestoreReport, TenancyError> {
+        let mut child = self
+            .restore_command(credentials)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|err| tool_error("pg_restore", err.to_string()))?;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let feed = async move {
+            let fed = tokio::io::copy(input, &mut stdin).await;
+            // The end of its input is the end of the archive for pg_restore.
+            drop(stdin);
+            fed
+        };
+        let (fed, output) = tokio::join!(feed, child.wait_with_output());
+        let output = output.map_err(|err| tool_error("pg_restore", err.to_string()))?;
+        let report = restore_report(&output)?;
+        // A pg_restore that stopped early closes its input: its own error says why.
+        fed.map_err(|err| tool_error("pg_restore", err.to_string()))?;
+        Ok(report)
+    }
+
+    fn restore_command(&self, credentials: &TenantCredentials) -> Command {
+        let mut command = self.command(&self.pg_restore, credentials);
+        command
             .args([
                 "--format=custom",
                 "--schema=public",
@@ -113,23 +154,22 @@ impl PgTools {
                 "--no-privileges",
                 "--no-comments",
             ])
-            .arg(format!("--dbname={}", credentials.database))
-            .arg(archive)
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .map_err(|err| tool_error("pg_restore", err.to_string()))?;
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let refused: Vec<String> = stderr
-            .lines()
-            .filter(|line| line.contains("error:") && !line.contains("errors ignored on restore"))
-            .map(str::to_owned)
-            .collect();
-        if !output.status.success() && refused.is_empty() {
-            return Err(tool_error("pg_restore", stderr.trim().to_owned()));
-        }
-        Ok(RestoreReport { refused })
+            .arg(format!("--dbname={}", credentials.database));
+        command
     }
+}
+
+fn restore_report(output: &std::process::Output) -> Result<RestoreReport, TenancyError> {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let refused: Vec<String> = stderr
+        .lines()
+        .filter(|line| line.contains("error:") && !line.contains("errors ignored on restore"))
+        .map(str::to_owned)
+        .collect();
+    if !output.status.success() && refused.is_empty() {
+        return Err(tool_error("pg_restore", stderr.trim().to_owned()));
+    }
+    Ok(RestoreReport { refused })
 }
 
 /// Whether `input` starts like a `pg_dump` custom-format archive.

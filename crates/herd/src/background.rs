@@ -97,7 +97,6 @@ async fn supervise_reconcilers(
     process: &str,
     shutdown: CancellationToken,
 ) {
-    let backend = Arc::new(HerdBackend::new(services.clone()));
     let mut running: HashSet<Uuid> = HashSet::new();
     loop {
         match cluster_ids(&services).await {
@@ -106,7 +105,7 @@ async fn supervise_reconcilers(
                 for id in new {
                     match start_reconciler(
                         &services,
-                        backend.clone(),
+                        Arc::new(HerdBackend::new(services.clone(), id)),
                         &autoscaler,
                         id,
                         process,

@@ -15,68 +15,21 @@ use std::time::Duration;
 
 use herd_core::archive::{Consistency, ConsistencyMethod, Description, SYSTEM_DIR};
 use herd_core::domain::Domain;
-use herd_core::secrets::{AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, DB_PASS};
+use herd_core::secrets::DB_PASS;
 use herd_core::tenant::TenantNames;
 use herd_core::version::DEFAULT_VERSION;
 use herd_fixture::{BucketFingerprint, DatabaseFingerprint, FixtureSpec};
 use herd_portability::WriteOptions;
-use herd_tenancy::{
-    AccessKey, DatabaseServer, ObjectStore, PgTools, RolePassword, TenantCredentials,
-    TenantDatabase,
-};
+use herd_tenancy::{DatabaseServer, ObjectStore, PgTools, TenantDatabase};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use support::tenant::{
+    Filled, carried_secrets, filled_instance, running_instance, secrets_of, tenant,
+};
 use support::{Api, Installation, stack_setting, unique};
 
-const PROVISIONING_DEADLINE: Duration = Duration::from_secs(60);
 const EXPORT_DEADLINE: Duration = Duration::from_secs(120);
-
-/// The tenant's database, on the server the instance was placed on, and its
-/// bucket, reached with the tenant's own credentials as Herd stored them.
-struct Tenant {
-    credentials: TenantCredentials,
-    media: ObjectStore,
-}
-
-async fn tenant(installation: &Installation, instance_id: &str) -> Tenant {
-    let pool = herd_db::connect(&installation.database_url, 2);
-    let mut conn = pool.get().await.expect("connection");
-    let sealer = herd_db::Sealer::new(&installation.secret_key, &[]).expect("sealer");
-    let secrets: BTreeMap<String, String> =
-        herd_db::instances::load_secrets(&mut conn, &sealer, instance_id.parse().unwrap())
-            .await
-            .expect("secrets")
-            .expect("stored secrets");
-    let names = TenantNames::for_instance(instance_id);
-    let placed = installation
-        .database_server_of(instance_id)
-        .await
-        .expect("the instance is placed");
-    let server = DatabaseServer::new(&placed.admin_url).unwrap();
-    let credentials = server.tenant_credentials(
-        &names.database,
-        &names.role,
-        &RolePassword::new(secrets[DB_PASS].clone()),
-    );
-    let media = ObjectStore::new(
-        &stack_setting("HERD_S3_ENDPOINT"),
-        &stack_setting("HERD_S3_REGION"),
-        &names.bucket,
-        &AccessKey {
-            access_key_id: secrets[AWS_ACCESS_KEY_ID].clone(),
-            secret_access_key: secrets[AWS_SECRET_ACCESS_KEY].clone(),
-        },
-    )
-    .unwrap();
-    Tenant { credentials, media }
-}
-
-async fn running_instance(api: &Api, domain: &str) -> String {
-    let (instance, operation) = api.order(domain).await;
-    api.assert_succeeds(&operation, PROVISIONING_DEADLINE).await;
-    instance
-}
 
 /// Starts an export and waits for it to complete; returns the export.
 async fn export(api: &Api, instance: &str, request: Value) -> Value {
@@ -457,70 +410,6 @@ async fn an_export_killed_mid_way_completes_after_a_restart_and_verifies() {
 
 /// The files of an import, by form field.
 type Upload = Vec<(&'static str, Vec<u8>)>;
-
-/// An instance filled with a fixture, and the fingerprints of what it holds.
-struct Filled {
-    instance: String,
-    database: DatabaseFingerprint,
-    media: BucketFingerprint,
-    secrets: BTreeMap<String, String>,
-}
-
-async fn filled_instance(
-    installation: &Installation,
-    api: &Api,
-    domain: &str,
-    seed: u64,
-) -> Filled {
-    let instance = running_instance(api, domain).await;
-    let tenant = tenant(installation, &instance).await;
-    herd_fixture::generate(
-        &tenant.credentials.database_url(),
-        &tenant.media,
-        &FixtureSpec {
-            seed,
-            scale: 1,
-            media_percent: 5,
-            local_domain: domain.to_owned(),
-        },
-    )
-    .await
-    .expect("fixture");
-    Filled {
-        database: herd_fixture::database_fingerprint(&tenant.credentials.database_url())
-            .await
-            .unwrap(),
-        media: herd_fixture::bucket_fingerprint(&tenant.media, None)
-            .await
-            .unwrap(),
-        secrets: secrets_of(installation, &instance).await,
-        instance,
-    }
-}
-
-async fn secrets_of(installation: &Installation, instance_id: &str) -> BTreeMap<String, String> {
-    let pool = herd_db::connect(&installation.database_url, 2);
-    let mut conn = pool.get().await.expect("connection");
-    let sealer = herd_db::Sealer::new(&installation.secret_key, &[]).expect("sealer");
-    herd_db::instances::load_secrets(&mut conn, &sealer, instance_id.parse().unwrap())
-        .await
-        .expect("secrets")
-        .expect("stored secrets")
-}
-
-/// The secrets a restored server must keep: sessions, two-factor secrets,
-/// push subscriptions and encrypted columns depend on them.
-fn carried_secrets(secrets: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    secrets
-        .iter()
-        .filter(|(key, _)| {
-            key.as_str() == "SECRET_KEY_BASE"
-                || key.starts_with("VAPID_")
-                || key.starts_with("ACTIVE_RECORD_ENCRYPTION_")
-        })
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
-}
 
 async fn delete_instance(api: &Api, instance: &str) {
     let (status, body) = api

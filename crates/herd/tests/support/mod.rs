@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+pub mod tenant;
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -165,6 +167,21 @@ impl Installation {
                 &stack_setting("HERD_GARAGE_ADMIN_URL"),
             ],
             &[("HERD_FLEET_ADMIN_TOKEN", &token)],
+        );
+    }
+
+    /// Registers the stack's second cluster as `local-b`, to move instances to.
+    pub fn add_second_cluster(&self) {
+        self.run(
+            &[
+                "fleet",
+                "add-cluster",
+                "--name",
+                "local-b",
+                "--kubeconfig",
+                &stack_setting("HERD_KUBECONFIG_2"),
+            ],
+            &[],
         );
     }
 

@@ -1,0 +1,350 @@
+//! Moves of instances between the two clusters of the real local stack.
+//!
+//! A tenant filled with the Mastodon-like fixture moves from cluster `local`
+//! to `local-b`, its database to the other server: on the target it holds
+//! the same tables, media and secrets (the checks of the export round trip),
+//! nothing of it is left on the source cluster or server, and the operation
+//! reports the write freeze. A process killed inside the freeze finishes the
+//! move after a restart. A drain moves every instance off a cluster, a
+//! bounded number at a time.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use herd_core::tenant::TenantNames;
+use herd_kube::crd::MastodonInstance;
+use herd_tenancy::DatabaseServer;
+use k8s_openapi::api::core::v1::Namespace;
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::tenant::{
+    Filled, carried_secrets, filled_instance, running_instance, secrets_of, tenant,
+};
+use support::{Api, Installation, PlacedDatabaseServer, stack_setting, unique};
+
+const MOVE_DEADLINE: Duration = Duration::from_secs(180);
+
+async fn cluster_a() -> kube::Client {
+    herd_kube::client(None).await.unwrap()
+}
+
+async fn cluster_b() -> kube::Client {
+    let kubeconfig = std::fs::read_to_string(stack_setting("HERD_KUBECONFIG_2")).unwrap();
+    herd_jobs::client_from_kubeconfig(&kubeconfig)
+        .await
+        .unwrap()
+}
+
+/// The name of the cluster an instance is placed on, as Herd recorded it.
+async fn cluster_of(installation: &Installation, instance: &str) -> String {
+    installation
+        .sql()
+        .await
+        .query_one(
+            "SELECT c.name FROM instances i JOIN clusters c ON c.id = i.cluster_id WHERE i.id::text = $1",
+            &[&instance],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn migrate(operator: &Api, instance: &str, request: Value) -> Value {
+    let (status, body) = operator
+        .call(
+            Method::POST,
+            &format!("/api/v1/instances/{instance}/migrate"),
+            Some(request),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["operation"]["kind"], "migrate");
+    assert_eq!(body["instance"]["state"], "updating");
+    body
+}
+
+/// The instance runs on `local-b` with the data it had on `local`, and its
+/// database server is no longer `source`.
+async fn assert_moved(
+    installation: &Installation,
+    operator: &Api,
+    filled: &Filled,
+    source: &PlacedDatabaseServer,
+) {
+    let instance = &filled.instance;
+    assert_eq!(cluster_of(installation, instance).await, "local-b");
+    let (_, shown) = operator
+        .call(Method::GET, &format!("/api/v1/instances/{instance}"), None)
+        .await;
+    assert_eq!(shown["state"], "running", "{shown}");
+    let target = installation.database_server_of(instance).await.unwrap();
+    assert_ne!(
+        target.id, source.id,
+        "the database moved to the other server"
+    );
+
+    let moved = tenant(installation, instance).await;
+    assert_eq!(
+        herd_fixture::database_fingerprint(&moved.credentials.database_url())
+            .await
+            .unwrap(),
+        filled.database,
+        "the moved database differs"
+    );
+    assert_eq!(
+        herd_fixture::bucket_fingerprint(&moved.media, None)
+            .await
+            .unwrap(),
+        filled.media,
+        "the media differ"
+    );
+    let secrets = secrets_of(installation, instance).await;
+    assert_eq!(carried_secrets(&secrets), carried_secrets(&filled.secrets));
+
+    let resources: kube::Api<MastodonInstance> = kube::Api::all(cluster_b().await);
+    let name = herd_kube::children::namespace_name(instance);
+    assert!(resources.get_opt(&name).await.unwrap().is_some());
+    nothing_left_on_source(instance, source).await;
+}
+
+/// Neither the resource nor the namespace is on cluster `local`, nor the
+/// database and role on the source server.
+async fn nothing_left_on_source(instance: &str, source: &PlacedDatabaseServer) {
+    let name = herd_kube::children::namespace_name(instance);
+    let resources: kube::Api<MastodonInstance> = kube::Api::all(cluster_a().await);
+    assert!(resources.get_opt(&name).await.unwrap().is_none());
+    let namespaces: kube::Api<Namespace> = kube::Api::all(cluster_a().await);
+    let started = Instant::now();
+    while namespaces.get_opt(&name).await.unwrap().is_some() {
+        assert!(started.elapsed() < MOVE_DEADLINE, "{name} stays on local");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let names = TenantNames::for_instance(instance);
+    let state = DatabaseServer::new(&source.admin_url)
+        .unwrap()
+        .inspect_tenant(&names.database, &names.role)
+        .await
+        .unwrap();
+    assert!(
+        state.database.is_none() && state.role.is_none(),
+        "left on the source server: {state:?}"
+    );
+}
+
+async fn published(installation: &Installation, topic: &str, instance: &str) -> i64 {
+    installation
+        .sql()
+        .await
+        .query_one(
+            "SELECT count(*) FROM outbox WHERE topic = $1 AND payload ->> 'instance_id' = $2",
+            &[&topic, &instance],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn an_instance_moves_to_another_cluster_with_its_data_and_leaves_nothing_behind() {
+    let installation = Installation::new().await;
+    installation.set_up_fleet();
+    let _server = installation.serve(None);
+    let customer = installation.api(&format!("{}@example.com", unique("mover-")), "customer");
+    let operator = installation.api(&format!("{}@example.com", unique("op-")), "operator");
+    customer.wait_until_serving().await;
+    let domain = format!("{}.example", unique("move-"));
+    let filled = filled_instance(&installation, &customer, &domain, 11).await;
+    assert_eq!(cluster_of(&installation, &filled.instance).await, "local");
+    let source = installation
+        .database_server_of(&filled.instance)
+        .await
+        .unwrap();
+    installation.add_second_cluster();
+
+    let path = format!("/api/v1/instances/{}/migrate", filled.instance);
+    let (status, problem) = customer
+        .call(Method::POST, &path, Some(json!({"cluster": "local-b"})))
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (403, Some("operators_only"))
+    );
+    let (status, problem) = operator
+        .call(Method::POST, &path, Some(json!({"cluster": "nowhere"})))
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (422, Some("unknown_target"))
+    );
+    let (status, problem) = operator
+        .call(Method::POST, &path, Some(json!({"cluster": "local"})))
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (409, Some("invalid_target"))
+    );
+
+    let body = migrate(&operator, &filled.instance, json!({"cluster": "local-b"})).await;
+    let operation_id = body["operation"]["id"].as_str().unwrap();
+    let operation = operator
+        .wait_for_operation(operation_id, MOVE_DEADLINE)
+        .await;
+    assert_eq!(operation["state"], "succeeded", "{operation}");
+    let freeze = operation["details"]["freeze_seconds"].as_f64().unwrap();
+    assert!(freeze > 0.0 && freeze < 60.0, "{operation}");
+    assert!(operation["details"]["database_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(
+        operation["details"]["to_database_server"],
+        json!(
+            installation
+                .database_server_of(&filled.instance)
+                .await
+                .unwrap()
+                .id
+        )
+    );
+
+    assert_moved(&installation, &operator, &filled, &source).await;
+    assert_eq!(
+        published(&installation, "instance.migrated", &filled.instance).await,
+        1
+    );
+
+    // The customer's own view: the same server, running, nothing to do.
+    let (status, shown) = customer
+        .call(
+            Method::GET,
+            &format!("/api/v1/instances/{}", filled.instance),
+            None,
+        )
+        .await;
+    assert_eq!((status, shown["state"].as_str()), (200, Some("running")));
+    installation.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_move_killed_inside_the_write_freeze_completes_after_a_restart() {
+    let installation = Installation::new().await;
+    installation.set_up_fleet();
+    let customer = installation.api(&format!("{}@example.com", unique("mover-")), "customer");
+    let operator = installation.api(&format!("{}@example.com", unique("op-")), "operator");
+    let filled = {
+        let _server = installation.serve(None);
+        customer.wait_until_serving().await;
+        let domain = format!("{}.example", unique("crash-"));
+        filled_instance(&installation, &customer, &domain, 12).await
+    };
+    let source = installation
+        .database_server_of(&filled.instance)
+        .await
+        .unwrap();
+    installation.add_second_cluster();
+
+    let mut crashing = installation.serve(Some("migrate_instance/database/after-checkpoint"));
+    operator.wait_until_serving().await;
+    let body = migrate(&operator, &filled.instance, json!({"cluster": "local-b"})).await;
+    let status = crashing.wait_for_exit(MOVE_DEADLINE);
+    assert!(!status.success(), "the injected crash ended the process");
+    drop(crashing);
+    assert_eq!(cluster_of(&installation, &filled.instance).await, "local");
+
+    let _server = installation.serve(None);
+    operator.wait_until_serving().await;
+    let operation = operator
+        .wait_for_operation(body["operation"]["id"].as_str().unwrap(), MOVE_DEADLINE)
+        .await;
+    assert_eq!(operation["state"], "succeeded", "{operation}");
+    assert!(operation["details"]["freeze_seconds"].as_f64().unwrap() > 0.0);
+    assert_moved(&installation, &operator, &filled, &source).await;
+    installation.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_drain_moves_every_instance_off_the_cluster_two_at_a_time() {
+    let installation = Installation::new().await;
+    installation.set_up_fleet();
+    let _server = installation.serve(None);
+    let customer = installation.api(&format!("{}@example.com", unique("drained-")), "customer");
+    let operator = installation.api(&format!("{}@example.com", unique("op-")), "operator");
+    customer.wait_until_serving().await;
+    let mut instances = Vec::new();
+    for _ in 0..3 {
+        let domain = format!("{}.example", unique("drain-"));
+        instances.push(running_instance(&customer, &domain).await);
+    }
+    installation.add_second_cluster();
+
+    let (status, problem) = operator
+        .call(
+            Method::POST,
+            "/api/v1/clusters/local/drain",
+            Some(json!({"concurrency": 0})),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (422, Some("invalid_concurrency"))
+    );
+    let (status, drain) = operator
+        .call(
+            Method::POST,
+            "/api/v1/clusters/local/drain",
+            Some(json!({"concurrency": 2})),
+        )
+        .await;
+    assert_eq!(status, 202, "{drain}");
+    assert_eq!(drain["cluster"], "local");
+    let (status, problem) = operator
+        .call(
+            Method::POST,
+            "/api/v1/clusters/local/drain",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (409, Some("invalid_target"))
+    );
+
+    // Nothing new lands on a cluster being drained.
+    let newcomer = running_instance(&customer, &format!("{}.example", unique("new-"))).await;
+    assert_eq!(cluster_of(&installation, &newcomer).await, "local-b");
+
+    let path = format!("/api/v1/drains/{}", drain["id"].as_str().unwrap());
+    let (status, _) = customer.call(Method::GET, &path, None).await;
+    assert_eq!(status, 403);
+    let started = Instant::now();
+    let mut most_at_once = 0;
+    let drain = loop {
+        let (status, drain) = operator.call(Method::GET, &path, None).await;
+        assert_eq!(status, 200, "{drain}");
+        most_at_once = most_at_once.max(drain["moves_running"].as_i64().unwrap());
+        if drain["state"] != "running" {
+            break drain;
+        }
+        assert!(started.elapsed() < MOVE_DEADLINE * 2, "{drain}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(drain["state"], "succeeded", "{drain}");
+    assert_eq!(drain["instances_left"], 0);
+    assert_eq!(drain["moves_done"], 3);
+    assert!(most_at_once <= 2, "{most_at_once} moves at once");
+    for instance in &instances {
+        assert_eq!(cluster_of(&installation, instance).await, "local-b");
+        let (_, shown) = operator
+            .call(Method::GET, &format!("/api/v1/instances/{instance}"), None)
+            .await;
+        assert_eq!(shown["state"], "running", "{shown}");
+    }
+    let namespaces: kube::Api<Namespace> = kube::Api::all(cluster_a().await);
+    for instance in &instances {
+        let name = herd_kube::children::namespace_name(instance);
+        let started = Instant::now();
+        while namespaces.get_opt(&name).await.unwrap().is_some() {
+            assert!(started.elapsed() < MOVE_DEADLINE, "{name} stays on local");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    installation.drop_database().await;
+}

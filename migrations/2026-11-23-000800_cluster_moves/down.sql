@@ -1,0 +1,3 @@
+DROP INDEX operations_details_drain;
+DROP TABLE cluster_drains;
+ALTER TABLE operations DROP COLUMN details;
