@@ -15,11 +15,11 @@ use herd_core::tenant::TenantNames;
 use herd_kube::crd::MastodonInstance;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{Api as KubeApi, DeleteParams, DynamicObject, PostParams};
-use kube::core::{ApiResource, GroupVersionKind};
+use kube::api::Api as KubeApi;
 use kube::runtime::{WatchStreamExt, watcher};
 use reqwest::Method;
 use serde_json::{Value, json};
+use support::stages::NeverReady;
 use support::{Api, Installation, unique};
 
 const PROVISIONING_DEADLINE: Duration = Duration::from_secs(120);
@@ -355,70 +355,6 @@ async fn an_upgrade_killed_mid_way_resumes_where_it_was() {
         ["instance.upgrade", "instance.upgrade.succeeded"]
     );
     installation.drop_database().await;
-}
-
-/// A kwok Stage that keeps the namespace's new pods Running but never Ready;
-/// it wins over the stack's own stages by its weight.
-struct NeverReady {
-    stages: KubeApi<DynamicObject>,
-    name: String,
-}
-
-impl NeverReady {
-    async fn create(namespace: &str, images: &[String]) -> NeverReady {
-        let gvk = GroupVersionKind::gvk("kwok.x-k8s.io", "v1alpha1", "Stage");
-        let stages: KubeApi<DynamicObject> =
-            KubeApi::all_with(kube_client().await, &ApiResource::from_gvk(&gvk));
-        let name = unique("never-ready-");
-        let stage: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "kwok.x-k8s.io/v1alpha1",
-            "kind": "Stage",
-            "metadata": {"name": name},
-            "spec": {
-                "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
-                "selector": {"matchExpressions": [
-                    {"key": ".metadata.namespace", "operator": "In", "values": [namespace]},
-                    {"key": ".spec.containers.[0].image", "operator": "In", "values": images},
-                    {"key": ".metadata.ownerReferences.[].kind", "operator": "NotIn", "values": ["Job"]},
-                    {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"},
-                    {"key": ".status.phase", "operator": "In", "values": ["Pending"]},
-                ]},
-                "weight": 1,
-                "next": {"statusTemplate": concat!(
-                    "{{ $now := Now }}\n",
-                    "phase: Running\n",
-                    "startTime: {{ $now | Quote }}\n",
-                    "conditions:\n",
-                    "{{ range list \"Initialized\" \"ContainersReady\" \"Ready\" }}\n",
-                    "- type: {{ . }}\n",
-                    "  status: {{ if eq . \"Initialized\" }}\"True\"{{ else }}\"False\"{{ end }}\n",
-                    "  lastTransitionTime: {{ $now | Quote }}\n",
-                    "{{ end }}\n",
-                    "containerStatuses:\n",
-                    "{{ range .spec.containers }}\n",
-                    "- name: {{ .name | Quote }}\n",
-                    "  image: {{ .image | Quote }}\n",
-                    "  restartCount: 0\n",
-                    "  ready: false\n",
-                    "  started: true\n",
-                    "  state:\n",
-                    "    running:\n",
-                    "      startedAt: {{ $now | Quote }}\n",
-                    "{{ end }}\n",
-                )},
-            },
-        }))
-        .unwrap();
-        stages.create(&PostParams::default(), &stage).await.unwrap();
-        NeverReady { stages, name }
-    }
-
-    async fn delete(self) {
-        self.stages
-            .delete(&self.name, &DeleteParams::default())
-            .await
-            .unwrap();
-    }
 }
 
 #[tokio::test]

@@ -8,79 +8,15 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use kube::api::{ApiResource, DeleteParams, DynamicObject, PostParams};
-use kube::core::GroupVersionKind;
 use reqwest::Method;
 use serde_json::{Value, json};
+use support::stages::NeverReady;
 use support::{Api, Installation, unique};
 
 const FROM: &str = "4.4.8";
 const TO: &str = "4.5.2";
 const PROVISIONING: Duration = Duration::from_secs(240);
 const UPGRADING: Duration = Duration::from_secs(420);
-
-fn stages() -> ApiResource {
-    ApiResource::from_gvk(&GroupVersionKind::gvk("kwok.x-k8s.io", "v1alpha1", "Stage"))
-}
-
-/// Makes the instance's new Mastodon pods run without ever turning ready,
-/// as a release that crashes on boot would: its rollout cannot finish.
-async fn never_ready(instance: &str) -> String {
-    let name = format!("never-ready-{instance}");
-    let stage: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "kwok.x-k8s.io/v1alpha1",
-        "kind": "Stage",
-        "metadata": {"name": name},
-        "spec": {
-            "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
-            "selector": {"matchExpressions": [
-                {"key": ".metadata.namespace", "operator": "In",
-                 "values": [herd_kube::children::namespace_name(instance)]},
-                {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"},
-                {"key": ".status.phase", "operator": "In", "values": ["Pending"]},
-                {"key": ".spec.containers.[0].image", "operator": "In",
-                 "values": [format!("ghcr.io/mastodon/mastodon:v{TO}")]},
-                // Job pods (the migrations) still run to completion.
-                {"key": ".metadata.ownerReferences.[].kind", "operator": "NotIn", "values": ["Job"]},
-            ]},
-            // Wins over the stack's own stages, which weigh nothing.
-            "weight": 1,
-            "next": {"statusTemplate": concat!(
-                "{{ $now := Now }}\n",
-                "phase: Running\n",
-                "startTime: {{ $now | Quote }}\n",
-                "conditions:\n",
-                "{{ range list \"Initialized\" \"ContainersReady\" \"Ready\" }}\n",
-                "- type: {{ . }}\n",
-                "  status: {{ if eq . \"Initialized\" }}\"True\"{{ else }}\"False\"{{ end }}\n",
-                "  lastTransitionTime: {{ $now | Quote }}\n",
-                "{{ end }}\n",
-                "containerStatuses:\n",
-                "{{ range .spec.containers }}\n",
-                "- name: {{ .name | Quote }}\n",
-                "  image: {{ .image | Quote }}\n",
-                "  restartCount: 0\n",
-                "  ready: false\n",
-                "  started: true\n",
-                "  state:\n",
-                "    running:\n",
-                "      startedAt: {{ $now | Quote }}\n",
-                "{{ end }}\n",
-            )},
-        },
-    }))
-    .unwrap();
-    let api: kube::Api<DynamicObject> =
-        kube::Api::all_with(herd_kube::client(None).await.unwrap(), &stages());
-    api.create(&PostParams::default(), &stage).await.unwrap();
-    name
-}
-
-async fn remove_stage(name: &str) {
-    let api: kube::Api<DynamicObject> =
-        kube::Api::all_with(herd_kube::client(None).await.unwrap(), &stages());
-    api.delete(name, &DeleteParams::default()).await.unwrap();
-}
 
 async fn order(customer: &Api, version: &str) -> (String, String) {
     let domain = format!("{}.example.social", unique("wave-"));
@@ -226,9 +162,11 @@ async fn a_wave_past_the_failure_bound_pauses_and_resuming_finishes_the_upgrade(
     // The canary goes alone; wave 1 holds the second and third instance,
     // both made to fail: 2 of 3 finished upgrades failed, past 25%.
     let failing: Vec<String> = instances[1..3].to_vec();
-    let mut stage_names: Vec<String> = Vec::new();
+    let new_image = [format!("ghcr.io/mastodon/mastodon:v{TO}")];
+    let mut stages = Vec::new();
     for instance in &failing {
-        stage_names.push(never_ready(instance).await);
+        let namespace = herd_kube::children::namespace_name(instance);
+        stages.push(NeverReady::create(&namespace, &new_image).await);
     }
     let request = json!({"from": FROM, "to": TO, "canary": 1, "wave_size": 2,
                          "max_failure_ratio": 0.25, "rollout_timeout_seconds": 15});
@@ -332,8 +270,8 @@ async fn a_wave_past_the_failure_bound_pauses_and_resuming_finishes_the_upgrade(
         (409, Some("invalid_state"))
     );
 
-    for name in &stage_names {
-        remove_stage(name).await;
+    for stage in stages {
+        stage.delete().await;
     }
     let (status, resumed) = operator
         .call(

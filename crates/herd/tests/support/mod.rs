@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+pub mod stages;
 pub mod tenant;
 
 use std::net::TcpListener;
