@@ -60,23 +60,69 @@ pub async fn start(
     actor: Actor,
     details: Value,
 ) -> Result<(Instance, Operation), JobError> {
-    let instance = herd_db::instances::transition(conn, instance_id, &change.event).await?;
-    let started_by = match &actor {
-        Actor::Account(principal) => Some(principal.account_id),
-        Actor::System(_) => None,
-    };
     let operation_id = Uuid::now_v7();
-    let job = herd_db::jobs::enqueue(
+    start_operation(
         conn,
-        NewJob {
-            kind: crate::update::KIND,
+        OperationStart {
+            instance_id,
+            operation_id,
+            event: &change.event,
+            operation_kind: change.operation_kind,
+            job_kind: crate::update::KIND,
+            steps: crate::update::STEPS,
             payload: serde_json::to_value(InstanceJob {
                 instance_id,
                 operation_id,
                 archive: None,
             })
             .expect("a job payload always serialises"),
-            dedupe_key: Some(&format!("update:{operation_id}")),
+            topic: change.topic,
+            audit_action: change.audit_action,
+            facts: json!({
+                "instance_id": instance_id,
+                "operation_id": operation_id,
+                "details": details,
+            }),
+        },
+        actor,
+    )
+    .await
+}
+
+/// An operation on one instance as it starts: the event that moves its
+/// state, the job that does the work, and how both are announced.
+pub(crate) struct OperationStart<'a> {
+    pub instance_id: Uuid,
+    pub operation_id: Uuid,
+    pub event: &'a LifecycleEvent,
+    pub operation_kind: &'static str,
+    pub job_kind: &'static str,
+    pub steps: &'static [&'static str],
+    pub payload: Value,
+    pub topic: &'static str,
+    pub audit_action: &'static str,
+    /// What the event and the audit entry say.
+    pub facts: Value,
+}
+
+/// In the caller's transaction: the state change, the job, the operation,
+/// the event and the audit entry of `start`.
+pub(crate) async fn start_operation(
+    conn: &mut AsyncPgConnection,
+    start: OperationStart<'_>,
+    actor: Actor,
+) -> Result<(Instance, Operation), JobError> {
+    let instance = herd_db::instances::transition(conn, start.instance_id, start.event).await?;
+    let started_by = match &actor {
+        Actor::Account(principal) => Some(principal.account_id),
+        Actor::System(_) => None,
+    };
+    let job = herd_db::jobs::enqueue(
+        conn,
+        NewJob {
+            kind: start.job_kind,
+            payload: start.payload,
+            dedupe_key: Some(&format!("{}:{}", start.operation_kind, start.operation_id)),
             max_attempts: ATTEMPTS,
         },
     )
@@ -84,29 +130,24 @@ pub async fn start(
     let operation = herd_db::operations::create_operation(
         conn,
         NewOperation {
-            id: operation_id,
-            instance_id,
-            kind: change.operation_kind,
-            steps: crate::update::STEPS,
+            id: start.operation_id,
+            instance_id: start.instance_id,
+            kind: start.operation_kind,
+            steps: start.steps,
             started_by,
             job_id: Some(job.0),
         },
     )
     .await?;
-    let facts = json!({
-        "instance_id": instance_id,
-        "operation_id": operation_id,
-        "details": details,
-    });
-    herd_db::outbox::publish(conn, change.topic, facts.clone()).await?;
+    herd_db::outbox::publish(conn, start.topic, start.facts.clone()).await?;
     herd_db::audit::record(
         conn,
         AuditEntry {
             actor,
-            action: change.audit_action,
+            action: start.audit_action,
             object_kind: "instance",
-            object_id: instance_id.to_string(),
-            details: facts,
+            object_id: start.instance_id.to_string(),
+            details: start.facts,
         },
     )
     .await?;

@@ -25,8 +25,8 @@ use herd_core::lifecycle::{InstanceState, LifecycleEvent};
 use herd_db::audit::{Actor, AuditEntry};
 use herd_db::drains::MIGRATE_OPERATION;
 use herd_db::instances::Instance;
-use herd_db::jobs::{JobId, NewJob};
-use herd_db::operations::{NewOperation, Operation};
+use herd_db::jobs::JobId;
+use herd_db::operations::Operation;
 use herd_kube::crd::MastodonInstance;
 use herd_tenancy::PgTools;
 use k8s_openapi::api::core::v1::Pod;
@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::changes::{OperationStart, start_operation};
 use crate::resource::{desired_resource, effective_plan, resource_name};
 use crate::steps::StepRunner;
 use crate::{JobError, Services, delete, provision, tenant_data};
@@ -49,8 +50,6 @@ pub const STEPS: &[&str] = &[
     "ready",
     "source_cleanup",
 ];
-/// Enough to ride out a cluster or database restart under backoff.
-const ATTEMPTS: i32 = 10;
 const POLL: Duration = Duration::from_millis(250);
 /// What the dump may run ahead of the restore.
 const DUMP_BUFFER_BYTES: usize = 1 << 20;
@@ -100,11 +99,9 @@ pub async fn start(
             current.id
         )));
     }
-    let instance =
-        herd_db::instances::transition(conn, current.id, &LifecycleEvent::UpdateStarted).await?;
     let operation_id = Uuid::now_v7();
     let job = MigrateJob {
-        instance_id: instance.id,
+        instance_id: current.id,
         operation_id,
         from_cluster,
         to_cluster: request.to_cluster,
@@ -112,34 +109,8 @@ pub async fn start(
         to_database_server: request.to_database_server,
         drain_id: request.drain_id,
     };
-    let queued = herd_db::jobs::enqueue(
-        conn,
-        NewJob {
-            kind: KIND,
-            payload: serde_json::to_value(&job).expect("a job payload always serialises"),
-            dedupe_key: Some(&format!("migrate:{operation_id}")),
-            max_attempts: ATTEMPTS,
-        },
-    )
-    .await?;
-    let started_by = match &actor {
-        Actor::Account(principal) => Some(principal.account_id),
-        Actor::System(_) => None,
-    };
-    herd_db::operations::create_operation(
-        conn,
-        NewOperation {
-            id: operation_id,
-            instance_id: instance.id,
-            kind: MIGRATE_OPERATION,
-            steps: STEPS,
-            started_by,
-            job_id: Some(queued.0),
-        },
-    )
-    .await?;
     let facts = json!({
-        "instance_id": instance.id,
+        "instance_id": current.id,
         "operation_id": operation_id,
         "from_cluster": from_cluster,
         "to_cluster": request.to_cluster,
@@ -147,18 +118,25 @@ pub async fn start(
         "to_database_server": request.to_database_server,
         "drain_id": request.drain_id,
     });
-    herd_db::operations::add_details(conn, operation_id, facts.clone()).await?;
-    herd_db::audit::record(
+    let (instance, _) = start_operation(
         conn,
-        AuditEntry {
-            actor,
-            action: "instance.migrate",
-            object_kind: "instance",
-            object_id: instance.id.to_string(),
-            details: facts,
+        OperationStart {
+            instance_id: current.id,
+            operation_id,
+            event: &LifecycleEvent::UpdateStarted,
+            operation_kind: MIGRATE_OPERATION,
+            job_kind: KIND,
+            steps: STEPS,
+            payload: serde_json::to_value(&job).expect("a job payload always serialises"),
+            topic: "instance.migration_started",
+            audit_action: "instance.migrate",
+            facts: facts.clone(),
         },
+        actor,
     )
     .await?;
+    // The drain follows its moves through these details.
+    herd_db::operations::add_details(conn, operation_id, facts).await?;
     let operation = herd_db::operations::load_operation(conn, operation_id)
         .await?
         .ok_or(JobError::Payload(format!(

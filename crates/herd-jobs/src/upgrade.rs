@@ -20,14 +20,14 @@ use herd_core::version::MastodonVersion;
 use herd_db::archives::ExportState;
 use herd_db::audit::{Actor, AuditEntry};
 use herd_db::instances::Instance;
-use herd_db::jobs::NewJob;
-use herd_db::operations::{NewOperation, Operation};
+use herd_db::operations::Operation;
 use herd_db::upgrades::{NewUpgrade, Upgrade};
 use herd_kube::crd::MastodonInstance;
 use kube::Api;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::changes::{OperationStart, start_operation};
 use crate::faults::Point;
 use crate::resource::{desired_resource, resource_name};
 use crate::worker::Slot;
@@ -43,8 +43,6 @@ pub const STEPS: &[&str] = &[
 ];
 /// How long a rollout may take when the request names no timeout.
 pub const DEFAULT_ROLLOUT_TIMEOUT: Duration = Duration::from_secs(600);
-/// Enough to ride out a cluster or database restart under backoff.
-const ATTEMPTS: i32 = 10;
 /// The reconciler wakes the wait when the instance turns Ready; this covers
 /// a reconciler in another process and a verdict of Degraded.
 const RECHECK: Duration = Duration::from_secs(2);
@@ -75,38 +73,33 @@ pub async fn start(
         .parse()
         .map_err(|err: herd_core::version::VersionError| JobError::Refused(err.to_string()))?;
     herd_core::upgrade::check_jump(from, request.to)?;
-    let instance =
-        herd_db::instances::transition(conn, instance_id, &LifecycleEvent::UpdateStarted).await?;
-    let started_by = match &actor {
-        Actor::Account(principal) => Some(principal.account_id),
-        Actor::System(_) => None,
-    };
     let operation_id = Uuid::now_v7();
-    let job = herd_db::jobs::enqueue(
+    let (instance, operation) = start_operation(
         conn,
-        NewJob {
-            kind: KIND,
+        OperationStart {
+            instance_id,
+            operation_id,
+            event: &LifecycleEvent::UpdateStarted,
+            operation_kind: "upgrade",
+            job_kind: KIND,
+            steps: STEPS,
             payload: serde_json::to_value(InstanceJob {
                 instance_id,
                 operation_id,
                 archive: None,
             })
             .expect("a job payload always serialises"),
-            dedupe_key: Some(&format!("upgrade:{operation_id}")),
-            max_attempts: ATTEMPTS,
+            topic: "instance.upgrade_started",
+            audit_action: "instance.upgrade",
+            facts: json!({
+                "instance_id": instance_id,
+                "operation_id": operation_id,
+                "from": from,
+                "to": request.to,
+                "rollout_timeout_seconds": request.rollout_timeout.as_secs(),
+            }),
         },
-    )
-    .await?;
-    let operation = herd_db::operations::create_operation(
-        conn,
-        NewOperation {
-            id: operation_id,
-            instance_id,
-            kind: "upgrade",
-            steps: STEPS,
-            started_by,
-            job_id: Some(job.0),
-        },
+        actor,
     )
     .await?;
     herd_db::upgrades::create_upgrade(
@@ -117,25 +110,6 @@ pub async fn start(
             from,
             to: request.to,
             rollout_timeout: request.rollout_timeout,
-        },
-    )
-    .await?;
-    let facts = json!({
-        "instance_id": instance_id,
-        "operation_id": operation_id,
-        "from": from,
-        "to": request.to,
-        "rollout_timeout_seconds": request.rollout_timeout.as_secs(),
-    });
-    herd_db::outbox::publish(conn, "instance.upgrade_started", facts.clone()).await?;
-    herd_db::audit::record(
-        conn,
-        AuditEntry {
-            actor,
-            action: "instance.upgrade",
-            object_kind: "instance",
-            object_id: instance_id.to_string(),
-            details: facts,
         },
     )
     .await?;
