@@ -19,10 +19,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 COMPONENTS_DIR="$HERD_REPO_ROOT/deploy/components"
 # Start order; stopped in reverse.
-COMPONENTS=(postgres garage stripe-mock kube kube-b)
+COMPONENTS=(postgres garage garage-b stripe-mock kube kube-b)
 
 # Every port of the stack with its default. The kube defaults are those of
-# deploy/components/kube.sh, the kube-b ones those of kube-b.sh.
+# deploy/components/kube.sh, the kube-b ones those of kube-b.sh, the garage-b
+# ones those of garage-b.sh.
 PORT_VARS=(
   HERD_PORT_POSTGRES=15432
   HERD_PORT_POSTGRES2=15433
@@ -30,6 +31,9 @@ PORT_VARS=(
   HERD_PORT_GARAGE_RPC=13901
   HERD_PORT_GARAGE_WEB=13902
   HERD_PORT_GARAGE_ADMIN=13903
+  HERD_PORT_B_GARAGE_S3=23900
+  HERD_PORT_B_GARAGE_RPC=23901
+  HERD_PORT_B_GARAGE_ADMIN=23903
   HERD_PORT_STRIPE_MOCK=12111
   HERD_PORT_ETCD=12379
   HERD_PORT_ETCD_PEER=12380

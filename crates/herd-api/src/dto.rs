@@ -755,6 +755,9 @@ pub struct MigrateInstanceRequest {
     pub cluster: String,
     /// The target database server's name or id.
     pub database_server: Option<String>,
+    /// The target object store's name or id; the current one when absent.
+    /// Another store has the media copied to it while the instance runs.
+    pub object_store: Option<String>,
 }
 
 /// How many instances a drain moves at a time.

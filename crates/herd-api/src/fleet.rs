@@ -26,8 +26,10 @@ const MAX_CONCURRENCY: u32 = 100;
 
 /// Moves a running instance to another cluster, its database to another
 /// server. The database is dumped and restored during a short write freeze,
-/// whose length the operation reports in `details.freeze_seconds`; the media
-/// stay in their object store, which serves every cluster. Operators only.
+/// whose length the operation reports in `details.freeze_seconds`. The media
+/// stay in their object store, which serves every cluster, unless another
+/// `object_store` is asked for: then they are copied while the instance runs
+/// and what changed since during the freeze. Operators only.
 #[utoipa::path(
     post,
     path = "/api/v1/instances/{id}/migrate",
@@ -83,12 +85,23 @@ pub async fn migrate(
                         .ok_or_else(|| refused("the instance is not placed yet".to_owned()))?
                 }
             };
+            let to_object_store = match &request.object_store {
+                Some(key) => Some(
+                    herd_db::fleet::find_object_store(conn, key)
+                        .await?
+                        .filter(|store| store.state == "active")
+                        .ok_or_else(|| unknown("object_store", "an active object store", key))?
+                        .id,
+                ),
+                None => None,
+            };
             let (instance, operation) = herd_jobs::migrate::start(
                 conn,
                 StartMigration {
                     instance_id: instance.id,
                     to_cluster: cluster.id,
                     to_database_server,
+                    to_object_store,
                     drain_id: None,
                 },
                 Actor::Account(principal.0),

@@ -368,6 +368,13 @@ pub async fn find_database_server(
     find_member(conn, "database_servers", key).await
 }
 
+pub async fn find_object_store(
+    conn: &mut AsyncPgConnection,
+    key: &str,
+) -> Result<Option<FleetMember>, DbError> {
+    find_member(conn, "object_stores", key).await
+}
+
 /// Takes a cluster out of placement (`draining`) or puts it back (`active`).
 pub async fn set_cluster_state(
     conn: &mut AsyncPgConnection,

@@ -289,11 +289,13 @@ pub async fn relocate(
     id: Uuid,
     cluster_id: Uuid,
     database_server_id: Uuid,
+    object_store_id: Uuid,
 ) -> Result<Instance, DbError> {
     diesel::update(instances::table.find(id))
         .set((
             instances::cluster_id.eq(cluster_id),
             instances::database_server_id.eq(database_server_id),
+            instances::object_store_id.eq(object_store_id),
             instances::origin.eq(InstanceOrigin::Imported.name()),
         ))
         .returning(InstanceRow::as_returning())

@@ -187,6 +187,7 @@ async fn start_move(
                     instance_id,
                     to_cluster,
                     to_database_server,
+                    to_object_store: None,
                     drain_id: Some(payload.drain_id),
                 },
                 Actor::System("drain"),

@@ -1,7 +1,8 @@
 //! A move of a running instance to another cluster of the fleet, its
 //! database to a database server chosen for it.
 //!
-//! target_database -> freeze -> database -> switch -> ready -> source_cleanup.
+//! target_database -> target_bucket -> media -> freeze -> media_delta ->
+//! database -> switch -> ready -> source_cleanup.
 //!
 //! The target database is made while the instance still runs. The freeze
 //! scales its workloads on the source cluster to zero, so nothing writes
@@ -10,8 +11,12 @@
 //! whose setup migrates the restored schema instead of creating one. The
 //! write freeze ends when the target reports the instance ready, and its
 //! length is reported in the operation. Last, the resource on the source
-//! cluster and the source database go. Media stay where they are: an object
-//! store serves every cluster of the fleet.
+//! cluster and the source database go. Media stay where they are, as an
+//! object store serves every cluster of the fleet, unless the move changes the
+//! store too: then they are copied to the instance's bucket on the target
+//! store while the instance runs, what changed since is copied (and what was
+//! deleted is deleted) during the freeze, and the source bucket and key go
+//! with the source database.
 //!
 //! The resource left on the source cluster is not the instance's placement
 //! any more, so its finalizer removes no data (see `HerdBackend`): the
@@ -44,7 +49,10 @@ use crate::{JobError, Services, delete, provision, tenant_data};
 pub const KIND: &str = "migrate_instance";
 pub const STEPS: &[&str] = &[
     "target_database",
+    "target_bucket",
+    "media",
     "freeze",
+    "media_delta",
     "database",
     "switch",
     "ready",
@@ -62,6 +70,12 @@ pub struct MigrateJob {
     pub to_cluster: Uuid,
     pub from_database_server: Uuid,
     pub to_database_server: Uuid,
+    /// The object stores of the move; the same one when the media stay.
+    /// Absent in moves queued before moves could change the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_object_store: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_object_store: Option<Uuid>,
     /// The drain this move is part of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain_id: Option<Uuid>,
@@ -72,6 +86,8 @@ pub struct StartMigration {
     pub instance_id: Uuid,
     pub to_cluster: Uuid,
     pub to_database_server: Uuid,
+    /// `None` keeps the current object store.
+    pub to_object_store: Option<Uuid>,
     pub drain_id: Option<Uuid>,
 }
 
@@ -85,9 +101,11 @@ pub async fn start(
     let current = herd_db::instances::load_instance(conn, request.instance_id)
         .await?
         .ok_or(JobError::MissingInstance(request.instance_id))?;
-    let (Some(from_cluster), Some(from_database_server)) =
-        (current.cluster_id, current.database_server_id)
-    else {
+    let (Some(from_cluster), Some(from_database_server), Some(from_object_store)) = (
+        current.cluster_id,
+        current.database_server_id,
+        current.object_store_id,
+    ) else {
         return Err(JobError::Refused(format!(
             "instance {} is not placed yet",
             current.id
@@ -100,6 +118,7 @@ pub async fn start(
         )));
     }
     let operation_id = Uuid::now_v7();
+    let to_object_store = request.to_object_store.unwrap_or(from_object_store);
     let job = MigrateJob {
         instance_id: current.id,
         operation_id,
@@ -107,6 +126,8 @@ pub async fn start(
         to_cluster: request.to_cluster,
         from_database_server,
         to_database_server: request.to_database_server,
+        from_object_store: Some(from_object_store),
+        to_object_store: Some(to_object_store),
         drain_id: request.drain_id,
     };
     let facts = json!({
@@ -116,6 +137,8 @@ pub async fn start(
         "to_cluster": request.to_cluster,
         "from_database_server": from_database_server,
         "to_database_server": request.to_database_server,
+        "from_object_store": from_object_store,
+        "to_object_store": to_object_store,
         "drain_id": request.drain_id,
     });
     let (instance, _) = start_operation(
@@ -148,11 +171,12 @@ pub async fn start(
 pub async fn run(services: &Services, job: JobId, payload: &MigrateJob) -> Result<(), JobError> {
     let mut steps = StepRunner::resume(services, KIND, job, payload.operation_id).await?;
     let moves_database = payload.from_database_server != payload.to_database_server;
+    let moves_media = payload.moves_media();
 
     let source = still_moving(services, payload).await?;
-    let target = placed_at(&source, payload.to_cluster, payload.to_database_server);
+    let target = placed_at(&source, payload);
+    let plan = effective_plan(services, &source).await?;
     if moves_database {
-        let plan = effective_plan(services, &source).await?;
         steps
             .step("target_database", || async {
                 let secrets = services.stored_secrets(source.id).await?;
@@ -166,8 +190,29 @@ pub async fn run(services: &Services, job: JobId, payload: &MigrateJob) -> Resul
             })
             .await?;
     }
+    if moves_media {
+        steps
+            .step("target_bucket", || async {
+                let secrets = services.stored_secrets(source.id).await?;
+                tenant_data::ensure_bucket(services, &target, &secrets, plan.media_storage_gib)
+                    .await
+            })
+            .await?;
+        let copied: CopiedMedia = steps
+            .step("media", || copy_media(services, &source, &target, false))
+            .await?;
+        add_details(services, payload, copied.details("media")).await?;
+    }
     still_moving(services, payload).await?;
     let freeze_started: DateTime<Utc> = steps.step("freeze", || freeze(services, &source)).await?;
+    if moves_media {
+        let copied: CopiedMedia = steps
+            .step("media_delta", || {
+                copy_media(services, &source, &target, true)
+            })
+            .await?;
+        add_details(services, payload, copied.details("media_delta")).await?;
+    }
     let copied_bytes: u64 = if moves_database {
         steps
             .step("database", || copy_database(services, &source, &target))
@@ -180,33 +225,109 @@ pub async fn run(services: &Services, job: JobId, payload: &MigrateJob) -> Resul
         .step("ready", || ready_on_target(services, payload))
         .await?;
     let freeze_seconds = (freeze_ended - freeze_started).as_seconds_f64();
-    {
-        let mut conn = services.conn().await?;
-        herd_db::operations::add_details(
-            &mut conn,
-            payload.operation_id,
-            json!({
-                "freeze_started_at": freeze_started,
-                "freeze_ended_at": freeze_ended,
-                "freeze_seconds": freeze_seconds,
-                "database_bytes": copied_bytes,
-            }),
-        )
-        .await?;
-    }
+    add_details(
+        services,
+        payload,
+        json!({
+            "freeze_started_at": freeze_started,
+            "freeze_ended_at": freeze_ended,
+            "freeze_seconds": freeze_seconds,
+            "database_bytes": copied_bytes,
+        }),
+    )
+    .await?;
     steps
         .step("source_cleanup", || clean_up_source(services, payload))
         .await?;
     finish(services, payload, freeze_seconds).await
 }
 
+impl MigrateJob {
+    fn moves_media(&self) -> bool {
+        self.from_object_store != self.to_object_store
+    }
+}
+
 /// The instance as it would be placed on the target.
-fn placed_at(instance: &Instance, cluster: Uuid, database_server: Uuid) -> Instance {
+fn placed_at(instance: &Instance, payload: &MigrateJob) -> Instance {
     Instance {
-        cluster_id: Some(cluster),
-        database_server_id: Some(database_server),
+        cluster_id: Some(payload.to_cluster),
+        database_server_id: Some(payload.to_database_server),
+        object_store_id: payload.to_object_store.or(instance.object_store_id),
         ..instance.clone()
     }
+}
+
+async fn add_details(
+    services: &Services,
+    payload: &MigrateJob,
+    details: serde_json::Value,
+) -> Result<(), JobError> {
+    let mut conn = services.conn().await?;
+    herd_db::operations::add_details(&mut conn, payload.operation_id, details).await?;
+    Ok(())
+}
+
+/// What one pass of the media copy did.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct CopiedMedia {
+    objects: u64,
+    bytes: u64,
+    deleted: u64,
+}
+
+impl CopiedMedia {
+    /// The operation's details for the pass `pass` (`media` or `media_delta`).
+    fn details(self, pass: &str) -> serde_json::Value {
+        json!({
+            format!("{pass}_objects_copied"): self.objects,
+            format!("{pass}_bytes_copied"): self.bytes,
+            format!("{pass}_objects_deleted"): self.deleted,
+        })
+    }
+}
+
+/// Copies every object of the source bucket the target bucket lacks, or has
+/// with another size or tag, with the tenant's own keys on both stores, so a
+/// resumed pass copies only what is left. With `delete`, also deletes from
+/// the target what the source no longer has.
+async fn copy_media(
+    services: &Services,
+    source: &Instance,
+    target: &Instance,
+    delete: bool,
+) -> Result<CopiedMedia, JobError> {
+    let from = tenant_data::connect(services, source).await?.media;
+    let to = tenant_data::connect(services, target).await?.media;
+    let present: std::collections::HashMap<String, (u64, Option<String>)> = to
+        .list_objects("")
+        .await?
+        .into_iter()
+        .map(|object| (object.key, (object.size, object.etag)))
+        .collect();
+    let wanted = from.list_objects("").await?;
+    let mut copied = CopiedMedia::default();
+    for object in &wanted {
+        let same = present.get(&object.key).is_some_and(|(size, etag)| {
+            *size == object.size && etag.is_some() && *etag == object.etag
+        });
+        if same {
+            continue;
+        }
+        let (size, reader) = from.get_reader(&object.key).await?;
+        to.put_reader(&object.key, size, reader).await?;
+        copied.objects += 1;
+        copied.bytes += size;
+    }
+    if delete {
+        let kept: std::collections::HashSet<&str> =
+            wanted.iter().map(|object| object.key.as_str()).collect();
+        for key in present.keys().filter(|key| !kept.contains(key.as_str())) {
+            to.delete(key).await?;
+            copied.deleted += 1;
+        }
+    }
+    Ok(copied)
 }
 
 /// The instance as the job found it, unless someone asked to delete it meanwhile.
@@ -302,6 +423,12 @@ async fn copy_database(
 
 /// Points the record at the target and writes the resource there.
 async fn switch(services: &Services, payload: &MigrateJob) -> Result<(), JobError> {
+    let target_store = placed_at(&still_moving(services, payload).await?, payload)
+        .object_store_id
+        .ok_or(JobError::Refused(format!(
+            "instance {} has no object store",
+            payload.instance_id
+        )))?;
     let instance = {
         let mut conn = services.conn().await?;
         conn.transaction::<_, JobError, _>(async |conn| {
@@ -310,6 +437,7 @@ async fn switch(services: &Services, payload: &MigrateJob) -> Result<(), JobErro
                 payload.instance_id,
                 payload.to_cluster,
                 payload.to_database_server,
+                target_store,
             )
             .await?;
             herd_db::audit::record(
@@ -372,23 +500,38 @@ async fn ready_on_target(
 }
 
 /// Removes the resource, and with it the namespace, from the source cluster,
-/// then the source database and role.
+/// then what the move left behind: the source database and role, and the
+/// source bucket and key when the media moved.
 async fn clean_up_source(services: &Services, payload: &MigrateJob) -> Result<(), JobError> {
     delete::delete_resource(services, payload.from_cluster, payload.instance_id).await?;
-    if payload.from_database_server == payload.to_database_server {
-        return Ok(());
-    }
     let instance = still_moving(services, payload).await?;
-    let source = Instance {
-        // The media stay in the instance's bucket.
-        object_store_id: None,
-        ..placed_at(
+    let left_behind = Instance {
+        cluster_id: Some(payload.from_cluster),
+        ..only_moved(
             &instance,
-            payload.from_cluster,
+            payload,
             payload.from_database_server,
+            payload.from_object_store,
         )
     };
-    tenant_data::remove_all(services, &source).await
+    tenant_data::remove_all(services, &left_behind).await
+}
+
+/// The instance with only the database server and object store that the
+/// move changes, at `database_server` and `object_store`, for removing what
+/// one side of the move holds and never what both share.
+fn only_moved(
+    instance: &Instance,
+    payload: &MigrateJob,
+    database_server: Uuid,
+    object_store: Option<Uuid>,
+) -> Instance {
+    Instance {
+        database_server_id: (payload.from_database_server != payload.to_database_server)
+            .then_some(database_server),
+        object_store_id: object_store.filter(|_| payload.moves_media()),
+        ..instance.clone()
+    }
 }
 
 async fn finish(
@@ -442,12 +585,14 @@ pub(crate) async fn resume_on_source(
         return Ok(());
     }
     provision::apply(services, &instance).await?;
-    if payload.from_database_server == payload.to_database_server {
-        return Ok(());
-    }
     let target = Instance {
-        object_store_id: None,
-        ..placed_at(&instance, payload.to_cluster, payload.to_database_server)
+        cluster_id: Some(payload.to_cluster),
+        ..only_moved(
+            &instance,
+            payload,
+            payload.to_database_server,
+            payload.to_object_store,
+        )
     };
     tenant_data::remove_all(services, &target).await
 }

@@ -46,6 +46,8 @@ pub struct ObjectStore {
 pub struct StoredObject {
     pub key: String,
     pub size: u64,
+    /// The store's tag of the content, when it gives one.
+    pub etag: Option<String>,
 }
 
 impl ObjectStore {
@@ -348,6 +350,7 @@ impl ObjectStore {
                 objects.push(StoredObject {
                     key: object.key,
                     size,
+                    etag: object.etag,
                 });
             }
             match page.next_continuation_token {

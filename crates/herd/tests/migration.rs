@@ -6,7 +6,8 @@
 //! nothing of it is left on the source cluster or server, and the operation
 //! reports the write freeze. A process killed inside the freeze finishes the
 //! move after a restart. A drain moves every instance off a cluster, a
-//! bounded number at a time.
+//! bounded number at a time. A move that also changes the object store
+//! copies the media to the second Garage and leaves no bucket on the first.
 
 mod support;
 
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use herd_core::tenant::TenantNames;
 use herd_kube::crd::MastodonInstance;
-use herd_tenancy::DatabaseServer;
+use herd_tenancy::{DatabaseServer, GarageAdmin};
 use k8s_openapi::api::core::v1::Namespace;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -220,6 +221,82 @@ async fn an_instance_moves_to_another_cluster_with_its_data_and_leaves_nothing_b
         )
         .await;
     assert_eq!((status, shown["state"].as_str()), (200, Some("running")));
+    installation.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_move_to_another_object_store_copies_the_media_and_empties_the_old_bucket() {
+    let installation = Installation::new().await;
+    installation.set_up_fleet();
+    let _server = installation.serve(None);
+    let customer = installation.api(&format!("{}@example.com", unique("mover-")), "customer");
+    let operator = installation.api(&format!("{}@example.com", unique("op-")), "operator");
+    customer.wait_until_serving().await;
+    let domain = format!("{}.example", unique("media-"));
+    let filled = filled_instance(&installation, &customer, &domain, 13).await;
+    let source = installation
+        .database_server_of(&filled.instance)
+        .await
+        .unwrap();
+    let other_server: String = installation
+        .sql()
+        .await
+        .query_one(
+            "SELECT name FROM database_servers WHERE id::text <> $1 ORDER BY name LIMIT 1",
+            &[&source.id.to_string()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    installation.add_second_cluster();
+
+    let body = migrate(
+        &operator,
+        &filled.instance,
+        json!({"cluster": "local-b", "database_server": other_server, "object_store": "local-b"}),
+    )
+    .await;
+    let operation = operator
+        .wait_for_operation(body["operation"]["id"].as_str().unwrap(), MOVE_DEADLINE)
+        .await;
+    assert_eq!(operation["state"], "succeeded", "{operation}");
+    let details = &operation["details"];
+    assert!(
+        details["freeze_seconds"].as_f64().unwrap() > 0.0,
+        "{details}"
+    );
+    assert!(
+        details["media_objects_copied"].as_u64().unwrap() > 0,
+        "{details}"
+    );
+    assert!(
+        details["media_bytes_copied"].as_u64().unwrap() > 0,
+        "{details}"
+    );
+    // Nothing wrote during the freeze: the delta finds nothing to copy.
+    assert_eq!(details["media_delta_objects_copied"], 0, "{details}");
+
+    let store: String = installation
+        .sql()
+        .await
+        .query_one(
+            "SELECT s.name FROM instances i JOIN object_stores s ON s.id = i.object_store_id \
+             WHERE i.id::text = $1",
+            &[&filled.instance],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(store, "local-b");
+    // The media are checked on the new store's bucket.
+    assert_moved(&installation, &operator, &filled, &source).await;
+    let old_store = GarageAdmin::new(
+        &stack_setting("HERD_GARAGE_ADMIN_URL"),
+        stack_setting("HERD_GARAGE_ADMIN_TOKEN"),
+    )
+    .unwrap();
+    let bucket = TenantNames::for_instance(&filled.instance).bucket;
+    assert_eq!(old_store.find_bucket(&bucket).await.unwrap(), None);
     installation.drop_database().await;
 }
 

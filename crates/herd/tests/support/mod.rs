@@ -153,26 +153,35 @@ impl Installation {
                 &[("HERD_FLEET_ADMIN_URL", &admin_url)],
             );
         }
-        let token = stack_setting("HERD_GARAGE_ADMIN_TOKEN");
+        self.add_object_store("local", "");
+    }
+
+    /// Registers the stack's Garage whose settings end in `suffix` as the
+    /// object store `name`.
+    fn add_object_store(&self, name: &str, suffix: &str) {
+        let setting = |base: &str| stack_setting(&format!("{base}{suffix}"));
+        let token = setting("HERD_GARAGE_ADMIN_TOKEN");
         self.run(
             &[
                 "fleet",
                 "add-object-store",
                 "--name",
-                "local",
+                name,
                 "--s3-endpoint",
-                &stack_setting("HERD_S3_ENDPOINT"),
+                &setting("HERD_S3_ENDPOINT"),
                 "--s3-region",
-                &stack_setting("HERD_S3_REGION"),
+                &setting("HERD_S3_REGION"),
                 "--admin-endpoint",
-                &stack_setting("HERD_GARAGE_ADMIN_URL"),
+                &setting("HERD_GARAGE_ADMIN_URL"),
             ],
             &[("HERD_FLEET_ADMIN_TOKEN", &token)],
         );
     }
 
-    /// Registers the stack's second cluster as `local-b`, to move instances to.
+    /// Registers the stack's second cluster as `local-b`, to move instances
+    /// to, and its second Garage as the object store `local-b`.
     pub fn add_second_cluster(&self) {
+        self.add_object_store("local-b", "_2");
         self.run(
             &[
                 "fleet",

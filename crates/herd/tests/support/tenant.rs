@@ -12,12 +12,13 @@ use herd_core::tenant::TenantNames;
 use herd_fixture::{BucketFingerprint, DatabaseFingerprint, FixtureSpec};
 use herd_tenancy::{AccessKey, DatabaseServer, ObjectStore, RolePassword, TenantCredentials};
 
-use super::{Api, Installation, stack_setting};
+use super::{Api, Installation};
 
 pub const PROVISIONING_DEADLINE: Duration = Duration::from_secs(60);
 
 /// The tenant's database, on the server the instance was placed on, and its
-/// bucket, reached with the tenant's own credentials as Herd stored them.
+/// bucket, on the object store it was placed on, reached with the tenant's
+/// own credentials as Herd stored them.
 pub struct Tenant {
     pub credentials: TenantCredentials,
     pub media: ObjectStore,
@@ -43,9 +44,17 @@ pub async fn tenant(installation: &Installation, instance_id: &str) -> Tenant {
         &names.role,
         &RolePassword::new(secrets[DB_PASS].clone()),
     );
+    let store = herd_db::instances::load_instance(&mut conn, instance_id.parse().unwrap())
+        .await
+        .expect("instance")
+        .and_then(|instance| instance.object_store_id)
+        .expect("the instance has an object store");
+    let store = herd_db::fleet::object_store_access(&mut conn, &sealer, store)
+        .await
+        .expect("object store");
     let media = ObjectStore::new(
-        &stack_setting("HERD_S3_ENDPOINT"),
-        &stack_setting("HERD_S3_REGION"),
+        &store.s3_endpoint,
+        &store.s3_region,
         &names.bucket,
         &AccessKey {
             access_key_id: secrets[AWS_ACCESS_KEY_ID].clone(),
