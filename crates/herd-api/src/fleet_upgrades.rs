@@ -11,7 +11,6 @@ use herd_core::waves::{WavePolicy, WavePolicyError};
 use herd_db::audit::Actor;
 use herd_db::fleet_upgrades::{self, FleetUpgrade, NewFleetUpgrade};
 use herd_jobs::fleet_upgrade;
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::auth::Principal;
@@ -21,6 +20,7 @@ use crate::openapi::{
     Conflict, Malformed, NotFound, ServerError, TooLarge, Unauthenticated, Unavailable,
     Unprocessable,
 };
+use crate::orders::unprocessable;
 use crate::{ApiState, Problem};
 
 const DEFAULT_CANARY: u32 = 1;
@@ -31,11 +31,6 @@ fn operators_only(principal: &Principal) -> Result<(), Problem> {
     } else {
         Err(Problem::not_found())
     }
-}
-
-fn unprocessable(code: &'static str, title: &str, field: &str, detail: String) -> Problem {
-    Problem::new(StatusCode::UNPROCESSABLE_ENTITY, code, title, detail)
-        .with_extensions(json!({ "field": field }))
 }
 
 fn parse_version(field: &str, input: &str) -> Result<MastodonVersion, Problem> {
