@@ -250,6 +250,21 @@ impl Api {
         Ok(serde_json::from_str(&text)?)
     }
 
+    /// Sends a request that starts an operation and waits up to `deadline`
+    /// for it to succeed; returns the answer and the seconds from sending to
+    /// success.
+    pub async fn until_succeeded(
+        &self,
+        request: RequestBuilder,
+        deadline: Duration,
+    ) -> anyhow::Result<(Value, f64)> {
+        let started = Instant::now();
+        let answer = self.call(request, 202).await?;
+        self.succeeded(&crate::portability::id_of(&answer["operation"])?, deadline)
+            .await?;
+        Ok((answer, started.elapsed().as_secs_f64()))
+    }
+
     /// An order of a `small` instance of Mastodon `version` at `domain`.
     pub fn order(&self, domain: &str, version: &str) -> RequestBuilder {
         self.request(Method::POST, "/api/v1/instances")

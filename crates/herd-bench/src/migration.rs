@@ -66,18 +66,12 @@ struct Bench<'a> {
 }
 
 impl Bench<'_> {
-    /// Sends a request that starts an operation, waits for it to succeed and
-    /// returns the answer with the seconds it took.
+    /// The API's `until_succeeded` within the benchmark's deadline.
     async fn until_succeeded(
         &self,
         request: reqwest::RequestBuilder,
     ) -> anyhow::Result<(Value, f64)> {
-        let started = Instant::now();
-        let answer = self.api.call(request, 202).await?;
-        self.api
-            .succeeded(&id_of(&answer["operation"])?, self.deadline)
-            .await?;
-        Ok((answer, started.elapsed().as_secs_f64()))
+        self.api.until_succeeded(request, self.deadline).await
     }
 
     async fn instance_action(&self, instance: &str, action: &str) -> anyhow::Result<f64> {

@@ -105,18 +105,12 @@ impl Bench<'_> {
         Ok(server)
     }
 
-    /// Sends a request that starts an operation and waits for it to succeed;
-    /// returns the answer and the seconds from sending to success.
+    /// The API's `until_succeeded` within the benchmark's deadline.
     async fn until_succeeded(
         &self,
         request: reqwest::RequestBuilder,
     ) -> anyhow::Result<(Value, f64)> {
-        let started = Instant::now();
-        let answer = self.api.call(request, 202).await?;
-        self.api
-            .succeeded(&id_of(&answer["operation"])?, self.deadline)
-            .await?;
-        Ok((answer, started.elapsed().as_secs_f64()))
+        self.api.until_succeeded(request, self.deadline).await
     }
 
     async fn running_instance(&self, domain: &str) -> anyhow::Result<String> {
