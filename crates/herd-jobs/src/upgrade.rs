@@ -419,7 +419,15 @@ async fn roll_back(services: &Services, upgrade: &Upgrade, reason: String) -> Re
     Ok(())
 }
 
-fn facts(upgrade: &Upgrade, extra: Value) -> Value {
+/// Publishes `topic` and audits `action` by the upgrader, with the
+/// upgrade's facts and `extra`.
+async fn announce(
+    conn: &mut AsyncPgConnection,
+    upgrade: &Upgrade,
+    topic: &str,
+    action: &'static str,
+    extra: Value,
+) -> Result<(), JobError> {
     let mut facts = json!({
         "instance_id": upgrade.instance_id,
         "operation_id": upgrade.operation_id,
@@ -430,7 +438,19 @@ fn facts(upgrade: &Upgrade, extra: Value) -> Value {
     if let (Some(facts), Value::Object(extra)) = (facts.as_object_mut(), extra) {
         facts.extend(extra);
     }
-    facts
+    herd_db::outbox::publish(conn, topic, facts.clone()).await?;
+    herd_db::audit::record(
+        conn,
+        AuditEntry {
+            actor: Actor::System("upgrader"),
+            action,
+            object_kind: "instance",
+            object_id: upgrade.instance_id.to_string(),
+            details: facts,
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 /// The new version serves with its schema complete: on record at last.
@@ -448,17 +468,12 @@ async fn succeed(services: &Services, upgrade: &Upgrade) -> Result<(), JobError>
         herd_db::instances::set_version(conn, upgrade.instance_id, &upgrade.to).await?;
         herd_db::instances::transition(conn, upgrade.instance_id, &LifecycleEvent::BecameReady)
             .await?;
-        let facts = facts(upgrade, json!({}));
-        herd_db::outbox::publish(conn, "instance.upgraded", facts.clone()).await?;
-        herd_db::audit::record(
+        announce(
             conn,
-            AuditEntry {
-                actor: Actor::System("upgrader"),
-                action: "instance.upgrade.succeeded",
-                object_kind: "instance",
-                object_id: upgrade.instance_id.to_string(),
-                details: facts,
-            },
+            upgrade,
+            "instance.upgraded",
+            "instance.upgrade.succeeded",
+            json!({}),
         )
         .await?;
         herd_db::operations::complete_step(conn, upgrade.operation_id, "post_deploy_migrations")
@@ -484,17 +499,12 @@ async fn finish_rollback(services: &Services, upgrade: &Upgrade) -> Result<(), J
         .await?;
         herd_db::instances::transition(conn, upgrade.instance_id, &LifecycleEvent::BecameReady)
             .await?;
-        let facts = facts(upgrade, json!({ "reason": reason }));
-        herd_db::outbox::publish(conn, "instance.upgrade_rolled_back", facts.clone()).await?;
-        herd_db::audit::record(
+        announce(
             conn,
-            AuditEntry {
-                actor: Actor::System("upgrader"),
-                action: "instance.upgrade.rolled_back",
-                object_kind: "instance",
-                object_id: upgrade.instance_id.to_string(),
-                details: facts,
-            },
+            upgrade,
+            "instance.upgrade_rolled_back",
+            "instance.upgrade.rolled_back",
+            json!({ "reason": reason }),
         )
         .await?;
         herd_db::operations::finish_operation(
@@ -546,17 +556,12 @@ async fn mark_failed(
         )
         .await?;
     }
-    let facts = facts(upgrade, json!({ "reason": reason }));
-    herd_db::outbox::publish(conn, "instance.upgrade_failed", facts.clone()).await?;
-    herd_db::audit::record(
+    announce(
         conn,
-        AuditEntry {
-            actor: Actor::System("upgrader"),
-            action: "instance.upgrade.failed",
-            object_kind: "instance",
-            object_id: upgrade.instance_id.to_string(),
-            details: facts,
-        },
+        upgrade,
+        "instance.upgrade_failed",
+        "instance.upgrade.failed",
+        json!({ "reason": reason }),
     )
     .await?;
     Ok(())
