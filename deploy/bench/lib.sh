@@ -23,6 +23,8 @@ bench_on_fresh_stack() {
   (
     trap 'bash deploy/stack.sh down --state-dir "$state" >&2; rm -rf "$state"' EXIT
     [[ -z "$nodes" ]] || export HERD_KUBE_NODES="$nodes"
+    # The API server's audit log lets a benchmark count requests per client.
+    export HERD_KUBE_AUDIT=1
     bash deploy/stack.sh up --state-dir "$state" --free-ports >&2
     # shellcheck disable=SC1091
     source "$state/env"

@@ -19,10 +19,14 @@
 #   HERD_PORT_KUBE_SCHEDULER           10259  kube-scheduler secure port (/healthz, /metrics)
 #   HERD_PORT_KWOK                     10247  kwok's server (/healthz, /metrics; plain HTTP)
 #   HERD_KUBE_NODES                    3      number of fake nodes
+#   HERD_KUBE_AUDIT                    0      1: the API server logs every request (who, verb,
+#                                             resource) to STATE_DIR/kube/audit.log, so benchmarks
+#                                             can count requests per client
 #
 # start writes:
 #   STATE_DIR/kube/admin.kubeconfig  client certificate in group system:masters
 #   STATE_DIR/env.d/kube.env         export KUBECONFIG=... and HERD_KUBE_VERSION=...
+#                                    (and HERD_KUBE_AUDIT_LOG=... when auditing)
 #   STATE_DIR/logs/*.log, STATE_DIR/pids/*.pid (via start_daemon)
 # shellcheck shell=bash
 
@@ -57,6 +61,7 @@ PORT_CONTROLLER_MANAGER="${HERD_PORT_KUBE_CONTROLLER_MANAGER:-10257}"
 PORT_SCHEDULER="${HERD_PORT_KUBE_SCHEDULER:-10259}"
 PORT_KWOK="${HERD_PORT_KWOK:-10247}"
 NODE_COUNT="${HERD_KUBE_NODES:-3}"
+AUDIT="${HERD_KUBE_AUDIT:-0}"
 
 SERVICE_CIDR=10.96.0.0/16
 SERVICE_IP=10.96.0.1
@@ -249,8 +254,26 @@ state_paths() {
 kubectl_admin() { kubectl --kubeconfig "$ADMIN_KUBECONFIG" --request-timeout=10s "$@"; }
 
 write_env() {
-  printf 'export KUBECONFIG=%q\nexport HERD_KUBE_VERSION=%q\n' "$ADMIN_KUBECONFIG" "$KUBE_VERSION" |
-    write_env_file "$STATE" kube
+  {
+    printf 'export KUBECONFIG=%q\nexport HERD_KUBE_VERSION=%q\n' "$ADMIN_KUBECONFIG" "$KUBE_VERSION"
+    [[ "$AUDIT" != 1 ]] || printf 'export HERD_KUBE_AUDIT_LOG=%q\n' "$KDIR/audit.log"
+  } | write_env_file "$STATE" kube
+}
+
+# audit_flags: the API server's audit options when HERD_KUBE_AUDIT=1. One
+# event per finished request, metadata only (no bodies: Secrets stay out), and
+# no rotation, so a benchmark reads every request it caused from one file.
+audit_flags() {
+  [[ "$AUDIT" == 1 ]] || return 0
+  cat >"$KDIR/audit-policy.yaml" <<'YAML'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+  - level: Metadata
+YAML
+  printf '%s\n' --audit-policy-file "$KDIR/audit-policy.yaml" \
+    --audit-log-path "$KDIR/audit.log" --audit-log-maxsize 0
 }
 
 all_running() {
@@ -366,6 +389,8 @@ cmd_start() {
     --log-level warn
   wait_alive etcd 60 "etcd on 127.0.0.1:$PORT_ETCD" curl -fsS "http://127.0.0.1:$PORT_ETCD/health"
 
+  local audit
+  mapfile -t audit < <(audit_flags)
   ensure_daemon kube-apiserver "$PORT_APISERVER" "$HERD_KUBE" apiserver \
     --bind-address 127.0.0.1 \
     --advertise-address 127.0.0.1 \
@@ -391,10 +416,15 @@ cmd_start() {
     --service-account-key-file "$PKI/sa.pub" \
     --service-account-signing-key-file "$PKI/sa.key" \
     --endpoint-reconciler-type none \
+    "${audit[@]}" \
     --profiling=false
   wait_alive kube-apiserver 120 "kube-apiserver /readyz on 127.0.0.1:$PORT_APISERVER" \
     kubectl_admin get --raw /readyz
 
+  # Client rate limits above Kubernetes' defaults (controller manager 20/s,
+  # scheduler 50/s: a binding and an event per pod): a fleet of a thousand
+  # instances brings pods by the thousand, and a real cluster of that size
+  # runs its control plane with the same kind of settings.
   ensure_daemon kube-controller-manager "$PORT_CONTROLLER_MANAGER" "$HERD_KUBE" controller-manager \
     --kubeconfig "$KDIR/controller-manager.kubeconfig" \
     --authentication-kubeconfig "$KDIR/controller-manager.kubeconfig" \
@@ -422,6 +452,8 @@ cmd_start() {
     --secure-port "$PORT_SCHEDULER" \
     --cert-dir "$KDIR/scheduler-certs" \
     --leader-elect=false \
+    --kube-api-qps 200 \
+    --kube-api-burst 400 \
     --profiling=false
 
   if ! daemon_running "$STATE" kwok; then

@@ -27,10 +27,13 @@ const LABEL: &str = "bench.herd.dev/baseline";
 /// Listing thousands of Deployments is a load of its own: not too often.
 const AVAILABLE_POLL: Duration = Duration::from_secs(2);
 
+/// Applies the files of the directory `$1`, `$2` at a time (1: one after the
+/// other, the loop an operator would write).
 const LOOP: &str =
-    r#"for f in "$1"/*.yaml; do kubectl apply --server-side -f "$f" >/dev/null || exit 1; done"#;
+    r#"printf '%s\n' "$1"/*.yaml | xargs -P "$2" -n 1 kubectl apply --server-side -f >/dev/null"#;
 
 pub struct BaselineResult {
+    parallel: usize,
     apply_seconds: f64,
     seconds: f64,
     pub instances_per_second: f64,
@@ -41,7 +44,7 @@ impl BaselineResult {
     pub fn json(&self) -> Value {
         json!({
             "scope": "the instance's Kubernetes objects only: no tenant database, role, bucket or key",
-            "command": format!("bash -c '{LOOP}'"),
+            "command": format!("bash -c '{LOOP}' kubectl-loop DIR {}", self.parallel),
             "waits_for": "every Deployment Available, from one list every 2 s (Herd also waits for the setup Job to complete)",
             "seconds_applying": round(self.apply_seconds),
             "seconds_until_all_available": round(self.seconds),
@@ -134,11 +137,12 @@ pub async fn available_deployments() -> anyhow::Result<usize> {
         .count())
 }
 
-/// Applies `instances` with the loop and waits until every Deployment is
-/// Available.
+/// Applies `instances` with the loop, `parallel` at a time, and waits until
+/// every Deployment is Available.
 pub async fn run(
     work_dir: &Path,
     instances: &[MastodonInstance],
+    parallel: usize,
     deadline: Duration,
 ) -> anyhow::Result<BaselineResult> {
     let dir = work_dir.join("kubectl-loop");
@@ -158,6 +162,7 @@ pub async fn run(
     let status = Command::new("bash")
         .args(["-c", LOOP, "kubectl-loop"])
         .arg(&dir)
+        .arg(parallel.to_string())
         .status()
         .await
         .context("running the kubectl loop")?;
@@ -186,9 +191,10 @@ pub async fn run(
     let after = Requests::now().await?;
     eprintln!("herd-bench: kubectl loop done after {seconds:.1}s");
     Ok(BaselineResult {
+        parallel,
         apply_seconds,
         seconds,
         instances_per_second: instances.len() as f64 / seconds,
-        requests: after.since(&before, instances.len()),
+        requests: after.since(&before, instances.len())?,
     })
 }

@@ -158,6 +158,6 @@ pub async fn run(args: &ProvisionArgs, deadline: Duration) -> anyhow::Result<Her
         instances_per_second: args.instances as f64 / seconds,
         peak_rss_mib,
         unavailable_answers,
-        requests: after.since(&before, args.instances),
+        requests: after.since(&before, args.instances)?,
     })
 }

@@ -155,7 +155,7 @@ async fn provision(args: &ProvisionArgs) -> anyhow::Result<()> {
     let fleet: Vec<_> = (0..args.instances)
         .map(|index| baseline::instance(index, &herd_core::version::DEFAULT_VERSION.to_string()))
         .collect();
-    let baseline = baseline::run(&args.installation.work_dir, &fleet, deadline).await?;
+    let baseline = baseline::run(&args.installation.work_dir, &fleet, 1, deadline).await?;
     let speedup = herd.instances_per_second / baseline.instances_per_second;
     let report = json!({
         "benchmark": "provision",

@@ -20,6 +20,9 @@ use crate::{UpgradeArgs, baseline, cluster, herd, machine, round};
 /// A fleet upgrade takes minutes; a look every two seconds is plenty.
 const POLL: Duration = Duration::from_secs(2);
 
+/// The script's fleet is applied this many instances at a time.
+const SET_UP_PARALLEL: usize = 8;
+
 /// One instance's upgrade as an operator's script does it, with the files
 /// `pre.yaml`, `deployments.yaml` and `post.yaml` in the directory `$1`, and
 /// the namespace and the Jobs' names in `$2`, `$3`, `$4`.
@@ -39,9 +42,11 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
     let script = script_half(args, deadline).await?;
     let speedup = script["seconds"].as_f64().unwrap_or(f64::NAN)
         / herd["seconds"].as_f64().unwrap_or(f64::NAN);
-    let per_instance = herd["apiserver_requests"]["per_instance"]
-        .as_f64()
-        .unwrap_or(f64::NAN);
+    // Herd's own requests (from the audit log) are what the target is about;
+    // the cluster's controllers roll the Deployments out whoever asks.
+    let requests = &herd["apiserver_requests"];
+    let herds_own = requests["by_client"]["herd"]["per_instance"].as_f64();
+    let every_client = requests["per_instance"].as_f64().unwrap_or(f64::NAN);
     let report = json!({
         "benchmark": "fleet_upgrade",
         "instances": args.instances,
@@ -58,7 +63,8 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
         "kubectl_script": script,
         "speedup": round(speedup),
         "targets": {
-            "apiserver_requests_per_instance_under_20": per_instance < 20.0,
+            "herd_apiserver_requests_per_instance_under_20": herds_own.map(|n| n < 20.0),
+            "every_client_apiserver_requests_per_instance_under_20": every_client < 20.0,
         },
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
@@ -144,7 +150,7 @@ async fn herd_half(args: &UpgradeArgs, deadline: Duration) -> anyhow::Result<Val
         "failed": failed,
         "waves": finished["waves"].as_array().map_or(0, Vec::len),
         "peak_rss_mib": peak_rss_mib,
-        "apiserver_requests": after.since(&before, args.instances),
+        "apiserver_requests": after.since(&before, args.instances)?,
     }))
 }
 
@@ -154,7 +160,14 @@ async fn script_half(args: &UpgradeArgs, deadline: Duration) -> anyhow::Result<V
     let fleet: Vec<MastodonInstance> = (0..args.instances)
         .map(|index| baseline::instance(index, &args.from))
         .collect();
-    baseline::run(&args.installation.work_dir, &fleet, deadline).await?;
+    // Only the upgrade is measured: the fleet may come up in parallel.
+    baseline::run(
+        &args.installation.work_dir,
+        &fleet,
+        SET_UP_PARALLEL,
+        deadline,
+    )
+    .await?;
 
     let dir = args.installation.work_dir.join("kubectl-upgrade");
     let mut lines = String::new();
@@ -225,6 +238,6 @@ async fn script_half(args: &UpgradeArgs, deadline: Duration) -> anyhow::Result<V
         "concurrency": args.wave_size,
         "seconds": round(seconds),
         "instances_per_second": round(args.instances as f64 / seconds),
-        "apiserver_requests": after.since(&before, args.instances),
+        "apiserver_requests": after.since(&before, args.instances)?,
     }))
 }

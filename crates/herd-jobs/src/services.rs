@@ -5,7 +5,6 @@ use std::time::Duration;
 use diesel_async::AsyncPgConnection;
 use diesel_async::pooled_connection::bb8::PooledConnection;
 use herd_kube::children::ClusterProfile;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::sync::{Mutex, Notify};
 use uuid::Uuid;
 
@@ -151,10 +150,5 @@ impl Drop for ReadySignal<'_> {
 }
 
 pub async fn client_from_kubeconfig(kubeconfig: &str) -> Result<kube::Client, JobError> {
-    let invalid = |message: String| herd_kube::KubeError::Config(message);
-    let parsed = Kubeconfig::from_yaml(kubeconfig).map_err(|err| invalid(err.to_string()))?;
-    let config = kube::Config::from_custom_kubeconfig(parsed, &KubeConfigOptions::default())
-        .await
-        .map_err(|err| invalid(err.to_string()))?;
-    Ok(kube::Client::try_from(config)?)
+    Ok(herd_kube::client_from_yaml(kubeconfig).await?)
 }
