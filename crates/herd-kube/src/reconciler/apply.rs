@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use k8s_openapi::Resource as _;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
@@ -32,10 +33,10 @@ fn is_create_once(resource: &ApiResource) -> bool {
     resource.group == Job::GROUP && resource.kind == Job::KIND
 }
 
-fn written(child: &Child, object: &DynamicObject) -> Written {
+fn written(child: &Child, metadata: &ObjectMeta) -> Written {
     Written {
-        uid: object.metadata.uid.clone().unwrap_or_default(),
-        generation: object.metadata.generation,
+        uid: metadata.uid.clone().unwrap_or_default(),
+        generation: metadata.generation,
         digest: child_digest(child),
     }
 }
@@ -45,6 +46,7 @@ fn written(child: &Child, object: &DynamicObject) -> Written {
 /// answered, to tell later whether a watch has caught up with the write.
 pub(crate) async fn apply_all(
     client: &Client,
+    stores: &ChildStores,
     children: &[&Child],
 ) -> Result<HashMap<ChildKey, Written>, ReconcileError> {
     let (namespaces, rest): (Vec<&Child>, Vec<&Child>) =
@@ -56,8 +58,8 @@ pub(crate) async fn apply_all(
             Some(namespace) => Api::namespaced_with(client.clone(), namespace, &child.resource),
             None => Api::all_with(client.clone(), &child.resource),
         };
-        let object = if is_create_once(&child.resource) {
-            create_once(&api, child).await?
+        let metadata = if is_create_once(&child.resource) {
+            create_once(&api, stores, child).await?
         } else {
             api.patch(child.name(), &apply, &Patch::Apply(&child.object))
                 .await
@@ -65,8 +67,9 @@ pub(crate) async fn apply_all(
                     "applying {}",
                     describe(&child.resource, child.name())
                 )))?
+                .metadata
         };
-        applied.insert(ChildKey::of(child), written(child, &object));
+        applied.insert(ChildKey::of(child), written(child, &metadata));
     }
     Ok(applied)
 }
@@ -74,47 +77,70 @@ pub(crate) async fn apply_all(
 /// Creates `child` when it is missing. Of an existing one only `spec.suspend`
 /// follows the desired object: it is the one mutable field that matters, and
 /// it lets a Job made for a suspended instance run once the instance resumes.
-/// Returns the Job as it now stands.
+/// Whether it exists is first asked of the watch (a Job it shows was there
+/// moments ago; if it is gone by now, its deletion wakes the instance and the
+/// next pass creates it), then of the API server by creating it. Returns the
+/// Job's metadata as it now stands.
 async fn create_once(
     api: &Api<DynamicObject>,
+    stores: &ChildStores,
     child: &Child,
-) -> Result<DynamicObject, ReconcileError> {
+) -> Result<ObjectMeta, ReconcileError> {
     let what = describe(&child.resource, child.name());
-    let existing = api
-        .get_opt(child.name())
-        .await
-        .map_err(ReconcileError::api(format!("reading {what}")))?;
-    let Some(existing) = existing else {
-        let params = PostParams {
-            field_manager: Some(FIELD_MANAGER.to_owned()),
-            ..PostParams::default()
-        };
-        return match api.create(&params, &child.object).await {
-            Ok(created) => Ok(created),
-            Err(kube::Error::Api(status)) if status.is_already_exists() => api
-                .get(child.name())
-                .await
-                .map_err(ReconcileError::api(format!("reading {what}"))),
-            Err(err) => Err(ReconcileError::api(format!("creating {what}"))(err)),
-        };
+    let namespace = child
+        .object
+        .metadata
+        .namespace
+        .as_deref()
+        .unwrap_or_default();
+    let (metadata, suspended) = match stores.job(namespace, child.name()) {
+        Some(seen) => (
+            seen.metadata.clone(),
+            seen.spec.as_ref().and_then(|spec| spec.suspend),
+        ),
+        None => {
+            let params = PostParams {
+                field_manager: Some(FIELD_MANAGER.to_owned()),
+                ..PostParams::default()
+            };
+            let existing = match api.create(&params, &child.object).await {
+                Ok(created) => return Ok(created.metadata),
+                Err(kube::Error::Api(status)) if status.is_already_exists() => api
+                    .get(child.name())
+                    .await
+                    .map_err(ReconcileError::api(format!("reading {what}")))?,
+                Err(err) => return Err(ReconcileError::api(format!("creating {what}"))(err)),
+            };
+            let suspended = existing
+                .data
+                .pointer("/spec/suspend")
+                .and_then(|s| s.as_bool());
+            (existing.metadata, suspended)
+        }
     };
-    let suspend = child.object.data.pointer("/spec/suspend");
-    if suspend.is_none() || existing.data.pointer("/spec/suspend") == suspend {
-        return Ok(existing);
+    let suspend = child
+        .object
+        .data
+        .pointer("/spec/suspend")
+        .and_then(|s| s.as_bool());
+    if suspend.is_none() || suspended == suspend {
+        return Ok(metadata);
     }
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),
         ..PatchParams::default()
     };
-    api.patch(
-        child.name(),
-        &params,
-        &Patch::Merge(json!({ "spec": { "suspend": suspend } })),
-    )
-    .await
-    .map_err(ReconcileError::api(format!(
-        "suspending or resuming {what}"
-    )))
+    let patched = api
+        .patch(
+            child.name(),
+            &params,
+            &Patch::Merge(json!({ "spec": { "suspend": suspend } })),
+        )
+        .await
+        .map_err(ReconcileError::api(format!(
+            "suspending or resuming {what}"
+        )))?;
+    Ok(patched.metadata)
 }
 
 /// Deletes every child of the instance the watches show in `namespace` that

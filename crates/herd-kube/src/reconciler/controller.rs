@@ -225,7 +225,7 @@ async fn apply_instance<B: TenantBackend>(
                         .collect()
                 })
                 .unwrap_or_default();
-            written.extend(apply::apply_all(&context.client, &writes).await?);
+            written.extend(apply::apply_all(&context.client, &context.stores, &writes).await?);
             let now = Instant::now();
             let applied = Arc::new(Applied {
                 hash,
