@@ -207,12 +207,17 @@ pub async fn run(
                     }
                 }
             }
-            // The record holds the outcome; the resource loses the migration Job.
-            UpgradeStage::Succeeded | UpgradeStage::RolledBack => {
+            // The resource already runs the old version without a migration
+            // Job; applying it again makes sure after a resumption.
+            UpgradeStage::RolledBack => {
                 apply(services, upgrade.instance_id).await?;
                 return Ok(());
             }
-            UpgradeStage::Failed => return Ok(()),
+            // The completed post-deploy Job stays until the instance's next
+            // change applies its resource without it (as Helm keeps its hook
+            // Jobs): in a fleet upgrade, a write, a deletion and a status
+            // update fewer per instance. Its pods are done and hold nothing.
+            UpgradeStage::Succeeded | UpgradeStage::Failed => return Ok(()),
         }
     }
 }

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use herd_core::spec::MigrationPhase;
 use herd_core::tenant::TenantNames;
 use herd_kube::crd::MastodonInstance;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -243,7 +244,11 @@ async fn an_upgrade_migrates_rolls_out_and_migrates_again_in_order_after_a_backu
     );
     let spec = resource_spec(&instance).await;
     assert_eq!(spec.version, NEW);
-    assert_eq!(spec.migration, None, "the migration Job is done with");
+    assert_eq!(
+        spec.migration.map(|run| (run.version, run.phase)),
+        Some((NEW.to_owned(), MigrationPhase::PostDeploy)),
+        "the completed post-deploy Job stays until the next change"
+    );
 
     // Mastodon's order: the pre-deploy migrations complete before any
     // Deployment changes image; the post-deploy ones start after all did.
