@@ -12,7 +12,8 @@ use herd_core::plan::{QueueWeight, Resources, SidekiqGroup, starter_plans};
 use herd_core::spec::{DatabaseEndpoint, InstanceSpec, ObjectStoreEndpoint};
 use herd_e2e::{eventually, unique_name};
 use herd_kube::children::{
-    ClusterProfile, InstanceSecrets, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY, namespace_name,
+    ClusterProfile, InstanceSecrets, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY,
+    namespace_name,
 };
 use herd_kube::crd::{MastodonInstance, MastodonInstanceSpec, MastodonInstanceStatus};
 use herd_kube::reconciler::{BackendError, Reconciler, TenantBackend, install_crd};
@@ -442,19 +443,68 @@ async fn s3_protocol(config_maps: &Api<ConfigMap>) -> Option<String> {
         .remove("S3_PROTOCOL")
 }
 
+/// Sets web's component label as another field manager. A label is no part
+/// of the spec: its generation stays, and only a write of web takes it back.
+async fn take_over_web_label(deployments: &Api<Deployment>, value: &str) {
+    let patch = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"labels": {LABEL_COMPONENT: value}},
+    });
+    deployments
+        .patch(
+            "web",
+            &PatchParams::apply("e2e-hand").force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .expect("web's label taken over");
+}
+
+async fn web_label(deployments: &Api<Deployment>) -> Option<String> {
+    deployments
+        .get("web")
+        .await
+        .ok()?
+        .metadata
+        .labels?
+        .remove(LABEL_COMPONENT)
+}
+
+#[tokio::test]
+async fn a_config_map_edited_by_hand_is_repaired() {
+    let harness = Harness::start().await;
+    let name = harness.create_instance().await.name_any();
+    let instance = harness.ready(&name).await;
+    let config_maps: Api<ConfigMap> = harness.namespaced(&instance);
+    let original = s3_protocol(&config_maps).await.expect("S3_PROTOCOL");
+
+    // Nothing but Herd writes a ConfigMap: a new version of it is an edit,
+    // taken back once the watch has surely caught up with Herd's own write.
+    take_over_config(&config_maps, "by-hand").await;
+    eventually(
+        "the ConfigMap to be taken back",
+        Duration::from_secs(60),
+        || async { (s3_protocol(&config_maps).await? == original).then_some(()) },
+    )
+    .await;
+    harness.ready(&name).await;
+}
+
 #[tokio::test]
 async fn status_changes_of_children_write_no_child() {
     let harness = Harness::start().await;
     let name = harness.create_instance().await.name_any();
     let instance = harness.ready(&name).await;
     let id = id_of(&instance);
-    let config_maps: Api<ConfigMap> = harness.namespaced(&instance);
     let deployments: Api<Deployment> = harness.namespaced(&instance);
-    let original = s3_protocol(&config_maps).await.expect("S3_PROTOCOL");
+    let original = web_label(&deployments)
+        .await
+        .expect("web's component label");
 
     // The takeover is itself a change of a child that wakes a pass.
     let before = harness.backend.passes(&id);
-    take_over_config(&config_maps, "by-hand").await;
+    take_over_web_label(&deployments, "by-hand").await;
     eventually("a pass after the edit", Duration::from_secs(30), || async {
         (harness.backend.passes(&id) > before).then_some(())
     })
@@ -479,17 +529,17 @@ async fn status_changes_of_children_write_no_child() {
     .await;
     harness.ready(&name).await;
     println!(
-        "{} passes after Ready, none of them applied the ConfigMap",
+        "{} passes after Ready, none of them applied web",
         harness.backend.passes(&id)
     );
     assert_eq!(
-        s3_protocol(&config_maps).await.as_deref(),
+        web_label(&deployments).await.as_deref(),
         Some("by-hand"),
-        "no pass since the takeover applied the ConfigMap"
+        "no pass since the takeover applied web"
     );
 
     // A spec change writes only the children it changes: the owner's
-    // address is the setup Job's business, so the ConfigMap stays as edited.
+    // address is the setup Job's business, so web stays as edited.
     let before = harness.backend.passes(&id);
     harness
         .change_spec(&name, json!({"ownerEmail": "new-owner@example.org"}))
@@ -502,19 +552,19 @@ async fn status_changes_of_children_write_no_child() {
     .await;
     harness.ready(&name).await;
     assert_eq!(
-        s3_protocol(&config_maps).await.as_deref(),
+        web_label(&deployments).await.as_deref(),
         Some("by-hand"),
-        "a change elsewhere applied the ConfigMap"
+        "a change elsewhere applied web"
     );
 
-    // A change of the ConfigMap writes it, which takes the field back.
+    // A change of web writes it, which takes the label back.
     harness
-        .change_spec(&name, json!({"webDomain": "www.moved.example"}))
+        .change_spec(&name, json!({"version": "4.5.3"}))
         .await;
     eventually(
-        "the ConfigMap to be applied again",
+        "web to be applied again",
         Duration::from_secs(30),
-        || async { (s3_protocol(&config_maps).await? == original).then_some(()) },
+        || async { (web_label(&deployments).await? == original).then_some(()) },
     )
     .await;
     harness.ready(&name).await;

@@ -12,19 +12,26 @@ use std::hash::{BuildHasher, DefaultHasher, Hash, Hasher, RandomState};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::stores::ChildStores;
+use k8s_openapi::api::core::v1::ResourceQuota;
+
+use super::stores::{ChildStores, is_kind};
 use crate::children::Child;
 
 /// Everything is applied again this often, whatever the watches reported:
-/// it repairs what no event reveals, such as a ConfigMap edited by hand.
-const RESYNC: Duration = Duration::from_secs(600);
+/// it repairs what the watches cannot tell from the cluster's own work, such
+/// as labels edited by hand on a workload or a quota's spec. Edits of a spec
+/// and of the kinds nothing else writes are repaired at once (see [`due`]),
+/// so this is a safety net, and a rare one: a fleet of thousands resyncing
+/// every few minutes would keep the API server busy with writes that change
+/// nothing.
+const RESYNC: Duration = Duration::from_secs(3600);
 /// Spreads the resyncs of instances created together over this much more.
-const RESYNC_JITTER: Duration = Duration::from_secs(120);
+const RESYNC_JITTER: Duration = Duration::from_secs(600);
 /// How long a child just written may be missing from its watch before it
 /// counts as gone. Deletions arrive as events and need no wait; this covers
 /// a watch that lost its place and listed again, which drops what was
 /// deleted meanwhile without a word.
-const WATCH_LAG: Duration = Duration::from_secs(30);
+pub(crate) const WATCH_LAG: Duration = Duration::from_secs(30);
 
 /// One child of an instance: every child lives in the instance's namespace
 /// or is that namespace, so kind and name tell them apart.
@@ -52,6 +59,7 @@ impl ChildKey {
 pub(crate) struct Written {
     pub uid: String,
     pub generation: Option<i64>,
+    pub resource_version: Option<String>,
     pub digest: u64,
 }
 
@@ -164,12 +172,23 @@ pub(crate) fn due(
         };
         match stores.seen(child) {
             Some(seen) if seen.uid.as_deref() == Some(written.uid.as_str()) => {
-                // Generations only grow, and only with the spec: one past
-                // what this process wrote is an edit by someone else.
-                if let (Some(seen), Some(written)) = (seen.generation, written.generation)
-                    && seen > written
-                {
-                    return Some(Due::drift(child, "was changed"));
+                match (seen.generation, written.generation) {
+                    // Generations only grow, and only with the spec: one past
+                    // what this process wrote is an edit by someone else.
+                    (Some(seen), Some(written)) if seen > written => {
+                        return Some(Due::drift(child, "was changed"));
+                    }
+                    // Without a generation, any new version of a kind nothing
+                    // else writes is an edit; once the watch has caught up
+                    // with the write, it no longer shows an older one.
+                    (None, _)
+                        if settled
+                            && only_written_by_herd(child)
+                            && seen.resource_version != written.resource_version =>
+                    {
+                        return Some(Due::drift(child, "was changed"));
+                    }
+                    _ => {}
                 }
             }
             _ if settled => return Some(Due::drift(child, "is missing")),
@@ -178,6 +197,12 @@ pub(crate) fn due(
         }
     }
     None
+}
+
+/// Whether every new version of `child` is an edit of what Herd wrote: not
+/// so for a ResourceQuota, whose status follows every pod of the namespace.
+fn only_written_by_herd(child: &Child) -> bool {
+    !is_kind::<ResourceQuota>(&child.resource)
 }
 
 #[derive(Debug, Default)]
@@ -293,6 +318,7 @@ mod tests {
                     let written = Written {
                         uid: format!("uid-{}", c.name()),
                         generation: Some(1),
+                        resource_version: Some("1".into()),
                         digest: child_digest(c),
                     };
                     (ChildKey::of(c), written)
@@ -400,6 +426,71 @@ mod tests {
         assert_eq!(
             due(Some(&applied), hash, later, &children, &fake.stores()),
             missing
+        );
+    }
+
+    /// A child without a generation, written at `resource_version` a second
+    /// ago, and a watch showing it at `seen_version`.
+    fn versioned(child: Child, seen_version: &str) -> (Vec<Child>, Applied, FakeStores) {
+        let children = vec![child];
+        let mut applied = Arc::into_inner(applied(&children)).unwrap();
+        applied.at = Instant::now() - Duration::from_secs(1);
+        let written = applied
+            .children
+            .get_mut(&ChildKey::of(&children[0]))
+            .unwrap();
+        written.generation = None;
+        written.resource_version = Some("7".into());
+        let mut object = children[0].object.clone();
+        object.metadata.uid = Some(written.uid.clone());
+        object.metadata.resource_version = Some(seen_version.into());
+        let mut fake = FakeStores::new();
+        fake.put(&children[0].resource, object);
+        (children, applied, fake)
+    }
+
+    #[test]
+    fn a_new_version_of_a_kind_only_herd_writes_is_drift_once_the_watch_caught_up() {
+        let (children, applied, fake) = versioned(config_map("config", "one"), "7");
+        let hash = desired_hash(&children);
+        let later = applied.at + WATCH_LAG;
+        assert_eq!(
+            due(Some(&applied), hash, later, &children, &fake.stores()),
+            None
+        );
+        let (children, applied, fake) = versioned(config_map("config", "one"), "9");
+        let later = applied.at + WATCH_LAG;
+        // Right after the write the watch may still show an older version.
+        assert_eq!(
+            due(Some(&applied), hash, applied.at, &children, &fake.stores()),
+            None
+        );
+        assert_eq!(
+            due(Some(&applied), hash, later, &children, &fake.stores()),
+            Some(Due::drift(&children[0], "was changed"))
+        );
+    }
+
+    #[test]
+    fn a_quota_whose_usage_moved_is_not_drift() {
+        let quota = Child::from_typed(&ResourceQuota {
+            metadata: ObjectMeta {
+                name: Some("quota".into()),
+                namespace: Some("mi-i1".into()),
+                ..ObjectMeta::default()
+            },
+            ..ResourceQuota::default()
+        });
+        let (children, applied, fake) = versioned(quota, "9");
+        assert_eq!(
+            due(
+                Some(&applied),
+                desired_hash(&children),
+                applied.at + WATCH_LAG,
+                &children,
+                &fake.stores()
+            ),
+            None
         );
     }
 

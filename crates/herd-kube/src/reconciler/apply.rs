@@ -37,6 +37,7 @@ fn written(child: &Child, metadata: &ObjectMeta) -> Written {
     Written {
         uid: metadata.uid.clone().unwrap_or_default(),
         generation: metadata.generation,
+        resource_version: metadata.resource_version.clone(),
         digest: child_digest(child),
     }
 }

@@ -25,7 +25,9 @@ use kube::{Api, Client, ResourceExt};
 use tokio::runtime::Handle;
 use tracing::Instrument;
 
-use super::applied::{Applied, AppliedSets, ChildKey, Due, Written, desired_hash, due, to_write};
+use super::applied::{
+    Applied, AppliedSets, ChildKey, Due, WATCH_LAG, Written, desired_hash, due, to_write,
+};
 use super::backoff::FailureBackoff;
 use super::status::{Observed, compute_status, recheck_after};
 use super::stores::ChildStores;
@@ -252,8 +254,17 @@ async fn apply_instance<B: TenantBackend>(
     let status = compute_status(instance, &namespace, &observed, &status::now());
     status::report(api, context.backend.as_ref(), instance, &status).await?;
     tracing::debug!(phase = ?status.phase, children = children.len(), "reconciled");
-    let resync = applied.resync_at.saturating_duration_since(Instant::now());
-    Ok(Action::requeue(recheck_after(&status).min(resync)))
+    let now = Instant::now();
+    let resync = applied.resync_at.saturating_duration_since(now);
+    // One more look once the watches must have caught up with this pass's
+    // writes: an edit made meanwhile could not be told from lag until then.
+    let settled = (applied.at + WATCH_LAG).saturating_duration_since(now);
+    let recheck = recheck_after(&status).min(resync);
+    Ok(Action::requeue(if settled.is_zero() {
+        recheck
+    } else {
+        recheck.min(settled)
+    }))
 }
 
 fn error_policy<B: TenantBackend>(

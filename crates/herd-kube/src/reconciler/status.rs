@@ -593,6 +593,7 @@ mod tests {
                     let written = Written {
                         uid: format!("uid-{}", c.name()),
                         generation: Some(generation),
+                        resource_version: None,
                         digest: 0,
                     };
                     (ChildKey::of(c), written)

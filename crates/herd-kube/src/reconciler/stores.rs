@@ -51,6 +51,7 @@ pub(crate) struct ChildStores {
 pub(crate) struct Seen {
     pub uid: Option<String>,
     pub generation: Option<i64>,
+    pub resource_version: Option<String>,
 }
 
 impl Seen {
@@ -58,6 +59,7 @@ impl Seen {
         Seen {
             uid: object.meta().uid.clone(),
             generation: object.meta().generation,
+            resource_version: object.meta().resource_version.clone(),
         }
     }
 }
