@@ -23,7 +23,7 @@ install() {
   # Under the lock no other build runs: temp dirs left here are from
   # interrupted builds.
   rm -rf "$HERD_CACHE_DIR/bin/.helm-$HELM_VERSION."*
-  local tmp ldflags
+  local tmp ldflags pkg
   tmp="$(mktemp -d "$HERD_CACHE_DIR/bin/.helm-$HELM_VERSION.XXXXXX")"
   chmod 755 "$tmp"
   # The flags of helm's Makefile for a release build, so `helm version` and
