@@ -456,9 +456,8 @@ async fn herd_provisions_and_deletes_an_instance_with_the_managed_cluster_permis
             "web"
         ]
     );
-    // The jobs mirror the reconciler's report into the database before it
-    // is written to the resource: the resource's own status is the proof
-    // that the status was written.
+    // The reconciler tells the database before it writes the resource's
+    // status, so "running" alone does not prove the status write was allowed.
     wait_until_ready(&admin, &instance_namespace).await;
     let lease = KubeApi::<Lease>::namespaced(admin.clone(), "kube-system")
         .get(&format!("herd-reconciler-{}", installation.name))
