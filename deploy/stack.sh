@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The local stack Herd develops and tests against: two PostgreSQL servers,
 # Garage (S3), stripe-mock and two Kubernetes control planes with fake nodes
-# (the second one for moves between clusters), all on 127.0.0.1.
+# (the second one for moves between clusters), all on 127.0.0.1, and the helm
+# client the chart is tested with.
 #
 #   deploy/stack.sh install                                 build/install every component (cached)
 #   deploy/stack.sh up     [--state-dir DIR] [--free-ports] install, start everything, write DIR/env
@@ -19,7 +20,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 COMPONENTS_DIR="$HERD_REPO_ROOT/deploy/components"
 # Start order; stopped in reverse.
-COMPONENTS=(postgres garage garage-b stripe-mock kube kube-b)
+COMPONENTS=(postgres garage garage-b stripe-mock kube kube-b helm)
 
 # Every port of the stack with its default. The kube defaults are those of
 # deploy/components/kube.sh, the kube-b ones those of kube-b.sh, the garage-b
@@ -51,7 +52,7 @@ PORT_VARS=(
 )
 
 usage() {
-  sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -98,11 +99,12 @@ cmd_install() {
   find_components
   local comps=("${PRESENT[@]}")
   local -A pids=()
-  # Long builds (garage's Rust build, kube's Go builds) run side by side with
-  # the quick installs; each component's install is idempotent and locked.
+  # Long builds (garage's Rust build, kube's and helm's Go builds) run side by
+  # side with the quick installs; each component's install is idempotent and
+  # locked.
   for c in "${comps[@]}"; do
     case "$c" in
-      garage | kube)
+      garage | kube | helm)
         bash "$(component_script "$c")" install &
         pids[$c]=$!
         ;;

@@ -115,9 +115,14 @@ impl Installation {
     /// database servers and its object store, as an operator sets up a new
     /// installation. Instances are spread over the two servers.
     pub fn set_up_fleet(&self) {
+        self.set_up_fleet_reaching_cluster_by(&stack_setting("KUBECONFIG"));
+    }
+
+    /// `set_up_fleet`, with the stack's cluster registered under `kubeconfig`
+    /// rather than as its administrator.
+    pub fn set_up_fleet_reaching_cluster_by(&self, kubeconfig: &str) {
         self.run(&["migrate"], &[]);
         self.run(&["seed"], &[]);
-        let kubeconfig = stack_setting("KUBECONFIG");
         self.run(
             &[
                 "fleet",
@@ -125,7 +130,7 @@ impl Installation {
                 "--name",
                 "local",
                 "--kubeconfig",
-                &kubeconfig,
+                kubeconfig,
             ],
             &[],
         );
