@@ -10,7 +10,7 @@ use herd_core::lifecycle::{InstanceState, LifecycleEvent};
 use herd_db::audit::{Actor, AuditEntry};
 use herd_kube::autoscaler::{AutoscaleBackend, Autoscaled};
 use herd_kube::children::InstanceSecrets;
-use herd_kube::crd::{MastodonInstance, MastodonInstanceStatus};
+use herd_kube::crd::{MastodonInstance, MastodonInstanceStatus, READY};
 use herd_kube::reconciler::{BackendError, TenantBackend};
 use serde_json::json;
 use uuid::Uuid;
@@ -52,13 +52,6 @@ fn instance_id(instance: &MastodonInstance) -> Result<Uuid, BackendError> {
     Uuid::parse_str(&instance.spec.instance.instance_id).map_err(BackendError::new)
 }
 
-fn is_ready(status: &MastodonInstanceStatus) -> bool {
-    status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == "Ready" && c.status == "True")
-}
-
 impl TenantBackend for HerdBackend {
     fn secrets(
         &self,
@@ -86,6 +79,7 @@ impl TenantBackend for HerdBackend {
         let id = instance_id(instance);
         async move {
             let id = id?;
+            services.statuses.forget(cluster, id);
             // A resource Herd has no record of has no data services Herd made,
             // and one left behind by a move has none of its own.
             let Some(row) = placed_on(&services, id, cluster).await? else {
@@ -107,17 +101,19 @@ impl TenantBackend for HerdBackend {
         let id = instance_id(instance);
         // Workloads scaled to zero are ready for a suspension, never a sign
         // that the instance runs (a move freezes it that way, while it is updating).
-        let ready = is_ready(status) && !instance.spec.instance.suspended;
+        let ready = status.holding(READY).is_some() && !instance.spec.instance.suspended;
         let phase = status.phase.clone();
+        let status = status.clone();
         async move {
             let id = id?;
-            if !ready || placed_on(&services, id, cluster).await?.is_none() {
-                return Ok(());
+            if ready && placed_on(&services, id, cluster).await?.is_some() {
+                mark_running(&services, id, phase)
+                    .await
+                    .map_err(BackendError::new)?;
             }
-            mark_running(&services, id, phase)
-                .await
-                .map_err(BackendError::new)?;
-            services.ready.wake(id);
+            // Once the database says running: what wakes on a Ready status
+            // finds the instance so.
+            services.statuses.publish(cluster, id, status);
             Ok(())
         }
     }

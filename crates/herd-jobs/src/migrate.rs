@@ -32,7 +32,6 @@ use herd_db::drains::MIGRATE_OPERATION;
 use herd_db::instances::Instance;
 use herd_db::jobs::JobId;
 use herd_db::operations::Operation;
-use herd_kube::crd::MastodonInstance;
 use herd_tenancy::PgTools;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -465,38 +464,18 @@ async fn switch(services: &Services, payload: &MigrateJob) -> Result<(), JobErro
     Ok(())
 }
 
-/// Waits until the target cluster reports the instance ready and Herd marked
-/// it running; returns when that was seen, the end of the write freeze.
+/// Waits until Herd marked the instance running, which after the switch only
+/// the target cluster's report of Ready does (the source's resource is
+/// suspended and no longer the placement); returns when that was seen, the
+/// end of the write freeze. The database is rechecked often, as the freeze
+/// lasts until then when the target's reconciler runs in another process.
 async fn ready_on_target(
     services: &Services,
     payload: &MigrateJob,
 ) -> Result<DateTime<Utc>, JobError> {
-    let api: Api<MastodonInstance> = Api::all(services.cluster_client(payload.to_cluster).await?);
-    let name = resource_name(payload.instance_id);
-    let started = Instant::now();
-    loop {
-        let ready = api
-            .get_opt(&name)
-            .await?
-            .and_then(|resource| resource.status)
-            .is_some_and(|status| {
-                status
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True")
-            });
-        let state = still_moving(services, payload).await?.state;
-        if ready && state == InstanceState::Running {
-            return Ok(Utc::now());
-        }
-        if started.elapsed() > services.ready_timeout {
-            return Err(JobError::NotYet(format!(
-                "instance {} is not ready on the target cluster yet",
-                payload.instance_id
-            )));
-        }
-        tokio::time::sleep(POLL).await;
-    }
+    provision::wait_until_running(services, payload.instance_id, InstanceState::Updating, POLL)
+        .await?;
+    Ok(Utc::now())
 }
 
 /// Removes the resource, and with it the namespace, from the source cluster,

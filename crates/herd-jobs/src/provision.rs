@@ -26,9 +26,9 @@ use crate::{InstanceJob, JobError, Services, restore, tenant_data};
 
 pub const KIND: &str = "provision_instance";
 
-/// The reconciler of this process wakes the wait as soon as it marks the
-/// instance running; the recheck covers a reconciler in another process, and
-/// is rare because a thousand waiting jobs recheck together.
+/// The reconciler of this process wakes the wait as soon as it reports a
+/// status; the recheck covers a reconciler in another process, and is rare
+/// because a thousand waiting jobs recheck together.
 const READY_RECHECK: Duration = Duration::from_secs(30);
 
 pub async fn run(
@@ -77,7 +77,9 @@ pub async fn run(
     steps.step("apply", || apply(services, &instance)).await?;
     slot.release();
     steps
-        .step("ready", || wait_until_running(services, id))
+        .step("ready", || {
+            wait_until_running(services, id, InstanceState::Provisioning, READY_RECHECK)
+        })
         .await?;
     if let Some(archive) = &payload.archive {
         services
@@ -183,20 +185,30 @@ pub(crate) async fn apply_resource(
     Ok(applied)
 }
 
-/// Waits for the reconciler to report the instance Ready (it mirrors that
-/// into the database). Gives up after a while so the job is retried later
-/// rather than waiting forever.
-async fn wait_until_running(services: &Services, id: Uuid) -> Result<(), JobError> {
+/// Waits for the reconciler to report the instance Ready on the cluster it
+/// is placed on (the backend mirrors that into the database) while it is
+/// `waiting`, Provisioning or, during a move, Updating. Woken by each status
+/// this process's reconciler reports; rechecks the database every `recheck`
+/// for a reconciler in another process. Gives up after a while so the job is
+/// retried later rather than waiting forever.
+pub(crate) async fn wait_until_running(
+    services: &Services,
+    id: Uuid,
+    waiting: InstanceState,
+    recheck: Duration,
+) -> Result<(), JobError> {
     let started = Instant::now();
-    let signal = services.ready.watch(id);
+    let Some(cluster) = load(services, id).await?.cluster_id else {
+        return Err(JobError::NotYet(format!("instance {id} is not placed yet")));
+    };
+    let mut signal = services.statuses.watch(cluster, id);
     loop {
-        let instance = load(services, id).await?;
-        match instance.state {
+        match load(services, id).await?.state {
             InstanceState::Running => return Ok(()),
-            InstanceState::Provisioning if started.elapsed() < services.ready_timeout => {
+            state if state == waiting && started.elapsed() < services.ready_timeout => {
                 tokio::select! {
-                    () = signal.notified() => {}
-                    () = tokio::time::sleep(READY_RECHECK) => {}
+                    () = signal.changed() => {}
+                    () = tokio::time::sleep(recheck) => {}
                 }
             }
             InstanceState::Deleting | InstanceState::Deleted => {

@@ -22,7 +22,7 @@ use herd_db::audit::{Actor, AuditEntry};
 use herd_db::instances::Instance;
 use herd_db::operations::Operation;
 use herd_db::upgrades::{NewUpgrade, Upgrade};
-use herd_kube::crd::MastodonInstance;
+use herd_kube::crd::{Judgement, MastodonInstance, MastodonInstanceStatus};
 use kube::Api;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -43,9 +43,11 @@ pub const STEPS: &[&str] = &[
 ];
 /// How long a rollout may take when the request names no timeout.
 pub const DEFAULT_ROLLOUT_TIMEOUT: Duration = Duration::from_secs(600);
-/// The reconciler wakes the wait when the instance turns Ready; this covers
-/// a reconciler in another process and a verdict of Degraded.
+/// How often the backup's export is looked at.
 const RECHECK: Duration = Duration::from_secs(2);
+/// How often a stage reads its resource from the cluster while no verdict
+/// came: see `settle`.
+const STATUS_READ: Duration = Duration::from_secs(20);
 
 /// An upgrade to start.
 pub struct UpgradeRequest {
@@ -210,7 +212,11 @@ pub async fn run(
             // The resource already runs the old version without a migration
             // Job; applying it again makes sure after a resumption.
             UpgradeStage::RolledBack => {
-                apply(services, upgrade.instance_id).await?;
+                apply(
+                    services,
+                    &load_instance(services, upgrade.instance_id).await?,
+                )
+                .await?;
                 return Ok(());
             }
             // The completed post-deploy Job stays until the instance's next
@@ -319,22 +325,28 @@ async fn back_up(
 }
 
 /// Applies the resource as the upgrade's stage shapes it.
-async fn apply(services: &Services, instance_id: Uuid) -> Result<MastodonInstance, JobError> {
-    let instance = load_instance(services, instance_id).await?;
-    let resource = desired_resource(services, &instance).await?;
-    provision::apply_resource(services, &instance, &resource).await
+async fn apply(services: &Services, instance: &Instance) -> Result<MastodonInstance, JobError> {
+    let resource = desired_resource(services, instance).await?;
+    provision::apply_resource(services, instance, &resource).await
 }
 
 /// Applies the stage's resource and waits up to `timeout` for the reconciler
-/// to judge it: Ready, or why not (what failed, or what was still pending).
+/// to judge it at the generation applied: Ready, or why not (what failed, or
+/// what was still pending).
+///
+/// The verdict comes from the statuses this process's reconciler reports,
+/// which cost no request. The resource itself is read only when they cannot
+/// tell: on entry when this process has seen no status of the resource (it
+/// just started, and a reconciler does not report a status the resource
+/// already carries), every `STATUS_READ` while no verdict came (the cluster's
+/// reconciler may run in another process, the one holding its lease), and
+/// once more at the deadline, before giving up.
 async fn settle(
     services: &Services,
     upgrade: &Upgrade,
     timeout: Duration,
 ) -> Result<Verdict, JobError> {
     let deadline = Instant::now() + timeout;
-    let signal = services.ready.watch(upgrade.instance_id);
-    let applied = apply(services, upgrade.instance_id).await?;
     let instance = load_instance(services, upgrade.instance_id).await?;
     let Some(cluster) = instance.cluster_id else {
         return Err(JobError::NotYet(format!(
@@ -342,37 +354,49 @@ async fn settle(
             instance.id
         )));
     };
-    let api: Api<MastodonInstance> = Api::all(services.cluster_client(cluster).await?);
-    let name = resource_name(instance.id);
+    let mut signal = services.statuses.watch(cluster, instance.id);
+    let generation = apply(services, &instance).await?.metadata.generation;
+    let mut read_at = if signal.latest().is_some() {
+        Instant::now() + STATUS_READ
+    } else {
+        Instant::now()
+    };
+    let mut pending = None;
     loop {
-        let current = api.get(&name).await?;
-        let status = current
-            .status
-            .filter(|status| status.observed_generation >= applied.metadata.generation);
-        let condition = |type_: &str| {
-            status
-                .as_ref()
-                .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
-                .filter(|c| c.status == "True")
-                .map(|c| c.message.clone())
-        };
-        if condition("Ready").is_some() {
-            return Ok(Verdict::Ready);
-        }
-        if let Some(failed) = condition("Degraded") {
-            return Ok(Verdict::NotReady(failed));
-        }
         let now = Instant::now();
+        let status = if now >= read_at || now >= deadline {
+            read_at = now + STATUS_READ;
+            read_status(services, cluster, instance.id).await?
+        } else {
+            signal.latest()
+        };
+        match status.and_then(|status| status.judgement(generation)) {
+            Some(Judgement::Ready) => return Ok(Verdict::Ready),
+            Some(Judgement::Degraded(failed)) => return Ok(Verdict::NotReady(failed)),
+            Some(Judgement::Progressing(waiting)) => pending = Some(waiting),
+            None => {}
+        }
         if now >= deadline {
-            let pending = condition("Progressing")
+            let pending = pending
+                .filter(|waiting| !waiting.is_empty())
                 .unwrap_or_else(|| "the new state is not yet observed".to_owned());
             return Ok(Verdict::NotReady(pending));
         }
         tokio::select! {
-            () = signal.notified() => {}
-            () = tokio::time::sleep(RECHECK.min(deadline - now)) => {}
+            () = signal.changed() => {}
+            () = tokio::time::sleep_until(read_at.min(deadline).into()) => {}
         }
     }
+}
+
+/// The status the instance's resource on `cluster` carries.
+async fn read_status(
+    services: &Services,
+    cluster: Uuid,
+    id: Uuid,
+) -> Result<Option<MastodonInstanceStatus>, JobError> {
+    let api: Api<MastodonInstance> = Api::all(services.cluster_client(cluster).await?);
+    Ok(api.get(&resource_name(id)).await?.status)
 }
 
 /// Moves on to the next stage, with the operation's progress, at once: the

@@ -15,6 +15,10 @@ pub const GROUP: &str = "hosting.herd.dev";
 pub const FINALIZER: &str = "hosting.herd.dev/tenant-data";
 /// The one field manager every child is applied under.
 pub const FIELD_MANAGER: &str = "herd";
+/// The conditions the reconciler reports: exactly one of them holds.
+pub const READY: &str = "Ready";
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
 
 // Each printcolumn repeats the same keys, which the lint mistakes for duplicates.
 #[allow(clippy::duplicated_attributes)]
@@ -81,6 +85,41 @@ pub struct InstanceCondition {
     pub observed_generation: Option<i64>,
 }
 
+/// What a status says of the resource at the generation someone applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Judgement {
+    Ready,
+    /// What failed.
+    Degraded(String),
+    /// What is still pending.
+    Progressing(String),
+}
+
+impl MastodonInstanceStatus {
+    /// The condition `type_`, when it holds.
+    pub fn holding(&self, type_: &str) -> Option<&InstanceCondition> {
+        self.conditions
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == "True")
+    }
+
+    /// How the reconciler judged the resource at `generation`: `None` while
+    /// this status describes an older generation, so says nothing of it yet.
+    pub fn judgement(&self, generation: Option<i64>) -> Option<Judgement> {
+        if self.observed_generation < generation {
+            return None;
+        }
+        let message = |type_| self.holding(type_).map(|c| c.message.clone());
+        Some(if self.holding(READY).is_some() {
+            Judgement::Ready
+        } else if let Some(failed) = message(DEGRADED) {
+            Judgement::Degraded(failed)
+        } else {
+            Judgement::Progressing(message(PROGRESSING).unwrap_or_default())
+        })
+    }
+}
+
 /// The CRD as YAML, as `herd crd` prints it and `charts/` commits it.
 pub fn crd_yaml() -> String {
     let crd = MastodonInstance::crd();
@@ -117,6 +156,55 @@ mod tests {
         assert_eq!(
             columns,
             ["Domain", "Version", "Plan", "Ready", "Phase", "Age"]
+        );
+    }
+
+    fn status(generation: i64, holding: &str, message: &str) -> MastodonInstanceStatus {
+        let condition = |type_: &str| InstanceCondition {
+            type_: type_.to_owned(),
+            status: if type_ == holding { "True" } else { "False" }.to_owned(),
+            reason: "Test".to_owned(),
+            message: if type_ == holding { message } else { "" }.to_owned(),
+            last_transition_time: "2026-01-01T00:00:00Z".to_owned(),
+            observed_generation: Some(generation),
+        };
+        MastodonInstanceStatus {
+            observed_generation: Some(generation),
+            conditions: [READY, PROGRESSING, DEGRADED].map(condition).to_vec(),
+            ..MastodonInstanceStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_status_judges_the_generation_it_observed_and_later_ones_applied_before() {
+        let ready = status(4, READY, "every workload is available");
+        assert_eq!(ready.judgement(Some(4)), Some(Judgement::Ready));
+        assert_eq!(ready.judgement(Some(3)), Some(Judgement::Ready));
+        assert_eq!(
+            ready.judgement(Some(5)),
+            None,
+            "an older generation says nothing"
+        );
+        assert_eq!(MastodonInstanceStatus::default().judgement(Some(1)), None);
+    }
+
+    #[test]
+    fn a_status_names_what_failed_or_what_is_pending() {
+        assert_eq!(
+            status(2, DEGRADED, "setup: failed").judgement(Some(2)),
+            Some(Judgement::Degraded("setup: failed".to_owned()))
+        );
+        assert_eq!(
+            status(2, PROGRESSING, "web: 0/1 available").judgement(Some(2)),
+            Some(Judgement::Progressing("web: 0/1 available".to_owned()))
+        );
+        let unjudged = MastodonInstanceStatus {
+            observed_generation: Some(2),
+            ..MastodonInstanceStatus::default()
+        };
+        assert_eq!(
+            unjudged.judgement(Some(2)),
+            Some(Judgement::Progressing(String::new()))
         );
     }
 

@@ -47,9 +47,11 @@ pub trait TenantBackend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
     /// Called with every new status before it is written to the cluster, so
-    /// Herd can mirror the conditions into its database. A failure keeps the
-    /// old status in the cluster and the call is repeated on the next pass, so
-    /// one change may arrive more than once.
+    /// Herd can mirror the conditions into its database and hand the status to
+    /// what waits for it in the same process. A status the resource already
+    /// carries is not passed again, not even on the first pass of a process.
+    /// A failure keeps the old status in the cluster and the call is repeated
+    /// on the next pass, so one change may arrive more than once.
     fn status_changed(
         &self,
         instance: &MastodonInstance,

@@ -15,11 +15,9 @@ use super::applied::{Applied, ChildKey, Written};
 use super::stores::{ChildStores, is_kind};
 use super::{ReconcileError, TenantBackend};
 use crate::children::Child;
-use crate::crd::{InstanceCondition, MastodonInstance, MastodonInstanceStatus};
-
-pub(crate) const READY: &str = "Ready";
-pub(crate) const PROGRESSING: &str = "Progressing";
-pub(crate) const DEGRADED: &str = "Degraded";
+use crate::crd::{
+    DEGRADED, InstanceCondition, MastodonInstance, MastodonInstanceStatus, PROGRESSING, READY,
+};
 
 /// Pods becoming Ready trigger a pass through the watches; this only covers
 /// what no watch reports.
@@ -249,15 +247,9 @@ pub(crate) fn compute_status(
 
 /// How soon to look again when no watch event comes first.
 pub(crate) fn recheck_after(status: &MastodonInstanceStatus) -> Duration {
-    let holds = |type_: &str| {
-        status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == type_ && c.status == "True")
-    };
-    if holds(READY) {
+    if status.holding(READY).is_some() {
         RECHECK_READY
-    } else if holds(DEGRADED) {
+    } else if status.holding(DEGRADED).is_some() {
         RECHECK_DEGRADED
     } else {
         RECHECK_PROGRESSING
