@@ -546,7 +546,7 @@ pub async fn change_plan(
                 .await
                 .map_err(|err| crate::billing::stripe_failed(&err))?;
         }
-        None if principal.0.role != herd_db::accounts::Role::Operator => {
+        None if !principal.is_operator() => {
             return Err(crate::billing::settings(state).expect_err("billing is off"));
         }
         None => {}
@@ -581,12 +581,12 @@ pub async fn suspension(
     id: Uuid,
     change: Suspension,
 ) -> Result<Answer, Problem> {
-    operators_only(principal)?;
     let mut conn = state.connection().await?;
     conn.transaction(async |conn| {
         instances::find_instance(conn, &principal.0, id)
             .await?
             .ok_or_else(Problem::not_found)?;
+        principal.require_operator()?;
         let change = match change {
             Suspension::Suspend => &herd_jobs::changes::SUSPEND,
             Suspension::Resume => &herd_jobs::changes::RESUME,
@@ -662,12 +662,12 @@ pub async fn scale(
     id: Uuid,
     change: Scaling,
 ) -> Result<Answer, Problem> {
-    operators_only(principal)?;
     let mut conn = state.connection().await?;
     conn.transaction(async |conn| {
         let instance = instances::find_instance(conn, &principal.0, id)
             .await?
             .ok_or_else(Problem::not_found)?;
+        principal.require_operator()?;
         let plan = plans::find_plan(conn, &instance.plan_name)
             .await?
             .ok_or_else(|| Problem::internal(&"the instance's plan is gone"))?
@@ -693,16 +693,4 @@ pub async fn scale(
         Ok::<_, Problem>(accepted(instance, operation))
     })
     .await
-}
-
-pub(crate) fn operators_only(principal: &Principal) -> Result<(), Problem> {
-    if principal.0.role == herd_db::accounts::Role::Operator {
-        return Ok(());
-    }
-    Err(Problem::new(
-        StatusCode::FORBIDDEN,
-        "operators_only",
-        "Operators only",
-        "only operators do this; billing suspends and resumes by itself, and customers change plans",
-    ))
 }

@@ -171,6 +171,20 @@ async fn an_instance_moves_to_another_cluster_with_its_data_and_leaves_nothing_b
         (status, problem["code"].as_str()),
         (403, Some("operators_only"))
     );
+    // Another tenant learns nothing of the instance: not even that its id exists.
+    let stranger = installation.api(&format!("{}@example.com", unique("other-")), "customer");
+    let (status, problem) = stranger
+        .call(Method::POST, &path, Some(json!({"cluster": "local-b"})))
+        .await;
+    assert_eq!((status, problem["code"].as_str()), (404, Some("not_found")));
+    let (status, problem) = stranger
+        .call(
+            Method::POST,
+            &format!("/api/v1/instances/{}/suspend", filled.instance),
+            None,
+        )
+        .await;
+    assert_eq!((status, problem["code"].as_str()), (404, Some("not_found")));
     let (status, problem) = operator
         .call(Method::POST, &path, Some(json!({"cluster": "nowhere"})))
         .await;
@@ -389,8 +403,22 @@ async fn a_drain_moves_every_instance_off_the_cluster_two_at_a_time() {
     assert_eq!(cluster_of(&installation, &newcomer).await, "local-b");
 
     let path = format!("/api/v1/drains/{}", drain["id"].as_str().unwrap());
-    let (status, _) = customer.call(Method::GET, &path, None).await;
-    assert_eq!(status, 403);
+    let (status, problem) = customer.call(Method::GET, &path, None).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (403, Some("operators_only"))
+    );
+    let (status, problem) = customer
+        .call(
+            Method::POST,
+            "/api/v1/clusters/local/drain",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (403, Some("operators_only"))
+    );
     let started = Instant::now();
     let mut most_at_once = 0;
     let drain = loop {
