@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use diesel_async::AsyncConnection;
 use diesel_async::AsyncPgConnection;
 use herd_core::domain::Domain;
-use herd_core::lifecycle::{InstanceState, LifecycleEvent};
+use herd_core::lifecycle::{InstanceState, LifecycleEvent, Request};
 use herd_core::scaling::Scaling;
 use herd_core::spec::InstanceOrigin;
 use herd_core::version::{DEFAULT_VERSION, MastodonVersion, OLDEST_SUPPORTED};
@@ -435,6 +435,7 @@ pub async fn delete(state: &ApiState, principal: &Principal, id: Uuid) -> Result
         if instance.state == InstanceState::Deleted {
             return Err(gone());
         }
+        herd_jobs::changes::ensure_free(conn, id, Request::Deletion).await?;
         let operation_id = Uuid::now_v7();
         // A concurrent first request holds the dedupe key until it commits,
         // so this waits for it and then finds its job and operation.
@@ -479,6 +480,8 @@ pub async fn change_plan(
         let instance = instances::find_instance(&mut conn, &principal.0, id)
             .await?
             .ok_or_else(Problem::not_found)?;
+        // Checked before Stripe changes the price: a refused change changes nothing.
+        herd_jobs::changes::ensure_free(&mut conn, id, Request::Change).await?;
         let offered = plans::find_offered_plan(&mut conn, plan)
             .await?
             .ok_or_else(|| {
