@@ -29,7 +29,7 @@ const ATTEMPTS: i32 = 10;
 /// import, a retention period that ran out, a checkout never paid), with
 /// its operation, its audit entry naming why, and the state change, in the
 /// caller's transaction. Asking again while it runs changes nothing; asking
-/// while the instance moves is refused until the move has ended.
+/// while the instance moves or updates is refused until that has ended.
 pub async fn request(
     conn: &mut diesel_async::AsyncPgConnection,
     instance_id: Uuid,
