@@ -19,6 +19,23 @@ impl Principal {
     pub fn is_operator(&self) -> bool {
         self.0.role == herd_db::accounts::Role::Operator
     }
+
+    /// Refuses anybody but an operator with `403 operators_only`, the one
+    /// answer of every operators-only endpoint. An endpoint about one
+    /// instance looks the instance up in the caller's scope first, so a
+    /// customer asking about another tenant's instance gets `404` and learns
+    /// nothing of its id.
+    pub fn require_operator(&self) -> Result<(), Problem> {
+        if self.is_operator() {
+            return Ok(());
+        }
+        Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "operators_only",
+            "Operators only",
+            "only operators do this",
+        ))
+    }
 }
 
 fn unauthenticated(detail: &str) -> Problem {

@@ -304,6 +304,23 @@ impl From<herd_jobs::JobError> for Problem {
         match err {
             herd_jobs::JobError::Db(err) => return err.into(),
             herd_jobs::JobError::Query(err) => return err.into(),
+            herd_jobs::JobError::OperationInProgress {
+                operation_id, kind, ..
+            } => {
+                return Problem::new(
+                    StatusCode::CONFLICT,
+                    "operation_in_progress",
+                    "Operation in progress",
+                    format!(
+                        "the {kind} operation {operation_id} is under way on the instance; \
+                         retry once it has ended"
+                    ),
+                )
+                .with_extensions(serde_json::json!({
+                    "operation_id": operation_id,
+                    "operation_kind": kind,
+                }));
+            }
             herd_jobs::JobError::UpgradeRefused(refused) => {
                 return Problem::new(
                     StatusCode::UNPROCESSABLE_ENTITY,

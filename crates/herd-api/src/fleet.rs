@@ -18,7 +18,7 @@ use crate::openapi::{
     Conflict, Forbidden, Malformed, NotFound, ServerError, TooLarge, Unauthenticated, Unavailable,
     Unprocessable,
 };
-use crate::orders::{accepted, operators_only, unprocessable};
+use crate::orders::{accepted, unprocessable};
 use crate::{ApiState, Problem, found};
 
 const DEFAULT_CONCURRENCY: u32 = 2;
@@ -56,7 +56,6 @@ pub async fn migrate(
     id: web::Path<Uuid>,
     request: HashedJson<MigrateInstanceRequest>,
 ) -> Result<HttpResponse, Problem> {
-    operators_only(&principal)?;
     let request = request.value;
     let mut conn = state.connection().await?;
     let answer = conn
@@ -64,6 +63,7 @@ pub async fn migrate(
             let instance = herd_db::instances::find_instance(conn, &principal.0, *id)
                 .await?
                 .ok_or_else(Problem::not_found)?;
+            principal.require_operator()?;
             let cluster = herd_db::fleet::find_cluster(conn, &request.cluster)
                 .await?
                 .filter(|cluster| cluster.state == "active")
@@ -143,7 +143,7 @@ pub async fn drain(
     id: web::Path<String>,
     request: HashedJson<DrainClusterRequest>,
 ) -> Result<HttpResponse, Problem> {
-    operators_only(&principal)?;
+    principal.require_operator()?;
     let concurrency = request.value.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
     if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
         return Err(unprocessable(
@@ -191,7 +191,7 @@ pub async fn show_drain(
     principal: Principal,
     id: web::Path<Uuid>,
 ) -> Result<web::Json<DrainView>, Problem> {
-    operators_only(&principal)?;
+    principal.require_operator()?;
     let mut conn = state.connection().await?;
     found(herd_db::drains::load_drain(&mut conn, *id).await?)
 }

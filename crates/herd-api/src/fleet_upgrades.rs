@@ -1,6 +1,6 @@
 //! `/api/v1/fleet/upgrades`: operators upgrade every instance on one version
-//! to another in waves. The fleet is the operators' business: to anybody
-//! else these paths do not exist.
+//! to another in waves. The fleet is the operators' business: anybody else
+//! is refused with `403 operators_only`.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
@@ -17,21 +17,13 @@ use crate::auth::Principal;
 use crate::body::HashedJson;
 use crate::dto::{CreateFleetUpgradeRequest, FleetUpgradeList, FleetUpgradeView};
 use crate::openapi::{
-    Conflict, Malformed, NotFound, ServerError, TooLarge, Unauthenticated, Unavailable,
+    Conflict, Forbidden, Malformed, NotFound, ServerError, TooLarge, Unauthenticated, Unavailable,
     Unprocessable,
 };
 use crate::orders::unprocessable;
 use crate::{ApiState, Problem};
 
 const DEFAULT_CANARY: u32 = 1;
-
-fn operators_only(principal: &Principal) -> Result<(), Problem> {
-    if principal.is_operator() {
-        Ok(())
-    } else {
-        Err(Problem::not_found())
-    }
-}
 
 fn parse_version(field: &str, input: &str) -> Result<MastodonVersion, Problem> {
     input.parse().map_err(|err| {
@@ -66,6 +58,7 @@ async fn view(
         (status = 202, description = "The upgrade has started", body = FleetUpgradeView),
         Malformed,
         Unauthenticated,
+        Forbidden,
         NotFound,
         Conflict,
         TooLarge,
@@ -79,7 +72,7 @@ pub async fn create(
     principal: Principal,
     request: HashedJson<CreateFleetUpgradeRequest>,
 ) -> Result<HttpResponse, Problem> {
-    operators_only(&principal)?;
+    principal.require_operator()?;
     let request = request.value;
     let from = parse_version("from", &request.from)?;
     let to = parse_version("to", &request.to)?;
@@ -147,6 +140,7 @@ pub async fn create(
     responses(
         (status = 200, description = "The upgrades", body = FleetUpgradeList),
         Unauthenticated,
+        Forbidden,
         NotFound,
         ServerError,
         Unavailable,
@@ -156,7 +150,7 @@ pub async fn list(
     state: web::Data<ApiState>,
     principal: Principal,
 ) -> Result<web::Json<FleetUpgradeList>, Problem> {
-    operators_only(&principal)?;
+    principal.require_operator()?;
     let mut conn = state.connection().await?;
     let mut upgrades = Vec::new();
     for upgrade in fleet_upgrades::list(&mut conn).await? {
@@ -176,6 +170,7 @@ pub async fn list(
     responses(
         (status = 200, description = "The upgrade", body = FleetUpgradeView),
         Unauthenticated,
+        Forbidden,
         NotFound,
         ServerError,
         Unavailable,
@@ -186,7 +181,7 @@ pub async fn show(
     principal: Principal,
     id: web::Path<Uuid>,
 ) -> Result<web::Json<FleetUpgradeView>, Problem> {
-    operators_only(&principal)?;
+    principal.require_operator()?;
     let mut conn = state.connection().await?;
     let upgrade = fleet_upgrades::find(&mut conn, *id, false)
         .await?
@@ -218,7 +213,7 @@ async fn control(
     id: Uuid,
     control: Control,
 ) -> Result<web::Json<FleetUpgradeView>, Problem> {
-    operators_only(principal)?;
+    principal.require_operator()?;
     let mut conn = state.connection().await?;
     let view = conn
         .transaction(async |conn| {
@@ -257,6 +252,7 @@ async fn control(
     responses(
         (status = 200, description = "The upgrade, paused", body = FleetUpgradeView),
         Unauthenticated,
+        Forbidden,
         NotFound,
         Conflict,
         ServerError,
@@ -282,6 +278,7 @@ pub async fn pause(
     responses(
         (status = 200, description = "The upgrade, running again", body = FleetUpgradeView),
         Unauthenticated,
+        Forbidden,
         NotFound,
         Conflict,
         ServerError,
@@ -307,6 +304,7 @@ pub async fn resume(
     responses(
         (status = 200, description = "The upgrade, aborted", body = FleetUpgradeView),
         Unauthenticated,
+        Forbidden,
         NotFound,
         Conflict,
         ServerError,

@@ -110,7 +110,8 @@ pub async fn show(
 }
 
 /// Deletes an instance with all its data. Asking again while the deletion
-/// runs returns the running deletion.
+/// runs returns the running deletion; asking while the instance moves to
+/// another cluster is refused until the move has ended.
 #[utoipa::path(
     delete,
     path = "/api/v1/instances/{id}",
@@ -150,6 +151,7 @@ pub async fn delete(
         (status = 202, description = "The resize has been queued", body = Accepted),
         Malformed,
         Unauthenticated,
+        Forbidden,
         NotFound,
         Conflict,
         TooLarge,

@@ -38,7 +38,7 @@ problem_response!(
 problem_response!(
     Conflict,
     409,
-    "`domain_unavailable`: the domain is reserved or already hosted; `invalid_state`, `concurrent_change`, `export_not_ready`, `billing_disabled`, `upgrade_in_progress`, `invalid_target`"
+    "`domain_unavailable`: the domain is reserved or already hosted; `invalid_state`, `concurrent_change`, `export_not_ready`, `billing_disabled`, `upgrade_in_progress`, `invalid_target`; `operation_in_progress` (with `operation_id` and `operation_kind`): another operation on the instance is under way"
 );
 problem_response!(
     Forbidden,

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use diesel_async::AsyncConnection;
 use diesel_async::AsyncPgConnection;
 use herd_core::domain::Domain;
-use herd_core::lifecycle::{InstanceState, LifecycleEvent};
+use herd_core::lifecycle::{InstanceState, LifecycleEvent, Request};
 use herd_core::scaling::Scaling;
 use herd_core::spec::InstanceOrigin;
 use herd_core::version::{DEFAULT_VERSION, MastodonVersion, OLDEST_SUPPORTED};
@@ -435,6 +435,7 @@ pub async fn delete(state: &ApiState, principal: &Principal, id: Uuid) -> Result
         if instance.state == InstanceState::Deleted {
             return Err(gone());
         }
+        herd_jobs::changes::ensure_free(conn, id, Request::Deletion).await?;
         let operation_id = Uuid::now_v7();
         // A concurrent first request holds the dedupe key until it commits,
         // so this waits for it and then finds its job and operation.
@@ -479,6 +480,8 @@ pub async fn change_plan(
         let instance = instances::find_instance(&mut conn, &principal.0, id)
             .await?
             .ok_or_else(Problem::not_found)?;
+        // Checked before Stripe changes the price: a refused change changes nothing.
+        herd_jobs::changes::ensure_free(&mut conn, id, Request::Change).await?;
         let offered = plans::find_offered_plan(&mut conn, plan)
             .await?
             .ok_or_else(|| {
@@ -546,7 +549,7 @@ pub async fn change_plan(
                 .await
                 .map_err(|err| crate::billing::stripe_failed(&err))?;
         }
-        None if principal.0.role != herd_db::accounts::Role::Operator => {
+        None if !principal.is_operator() => {
             return Err(crate::billing::settings(state).expect_err("billing is off"));
         }
         None => {}
@@ -581,12 +584,12 @@ pub async fn suspension(
     id: Uuid,
     change: Suspension,
 ) -> Result<Answer, Problem> {
-    operators_only(principal)?;
     let mut conn = state.connection().await?;
     conn.transaction(async |conn| {
         instances::find_instance(conn, &principal.0, id)
             .await?
             .ok_or_else(Problem::not_found)?;
+        principal.require_operator()?;
         let change = match change {
             Suspension::Suspend => &herd_jobs::changes::SUSPEND,
             Suspension::Resume => &herd_jobs::changes::RESUME,
@@ -662,12 +665,12 @@ pub async fn scale(
     id: Uuid,
     change: Scaling,
 ) -> Result<Answer, Problem> {
-    operators_only(principal)?;
     let mut conn = state.connection().await?;
     conn.transaction(async |conn| {
         let instance = instances::find_instance(conn, &principal.0, id)
             .await?
             .ok_or_else(Problem::not_found)?;
+        principal.require_operator()?;
         let plan = plans::find_plan(conn, &instance.plan_name)
             .await?
             .ok_or_else(|| Problem::internal(&"the instance's plan is gone"))?
@@ -693,16 +696,4 @@ pub async fn scale(
         Ok::<_, Problem>(accepted(instance, operation))
     })
     .await
-}
-
-pub(crate) fn operators_only(principal: &Principal) -> Result<(), Problem> {
-    if principal.0.role == herd_db::accounts::Role::Operator {
-        return Ok(());
-    }
-    Err(Problem::new(
-        StatusCode::FORBIDDEN,
-        "operators_only",
-        "Operators only",
-        "only operators do this; billing suspends and resumes by itself, and customers change plans",
-    ))
 }

@@ -123,6 +123,44 @@ impl LifecycleEvent {
     }
 }
 
+/// The operation kind of a move to another cluster.
+pub const MOVE_OPERATION: &str = "migrate";
+/// The operation kind of an export, which only reads the instance's data.
+pub const EXPORT_OPERATION: &str = "export";
+
+/// What is asked of an instance, as far as the operations under way on it matter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// A change of the instance: a suspension, resumption, plan change,
+    /// scaling, upgrade or move.
+    Change,
+    /// Its deletion.
+    Deletion,
+}
+
+/// The operations whose jobs look for a deletion as they go and end when
+/// they see one (`cancelled: ...`), or are the deletion.
+const GIVE_WAY_TO_DELETION: &[&str] = &["provision", "import", "upgrade", "delete"];
+
+/// Whether an operation of kind `running`, under way on an instance, keeps
+/// `request` from starting on it. Two changes never overlap: each job brings
+/// the workloads to what the record said when it started, and a second one
+/// would fight it (a suspension scaling a moving instance to zero on the
+/// cluster it is leaving, an upgrade rolling out while the plan changes).
+/// A deletion waits for the operations that would leave something behind:
+/// a move has the instance's data on two clusters and database servers at
+/// once while a deletion knows only the placement on record, and an update
+/// (a plan change, scaling, suspension or resumption, each short) could
+/// write the resource again after the deletion removed it. An export only
+/// reads, and keeps nothing from starting. An unknown kind holds everything up.
+pub fn blocks(running: &str, request: Request) -> bool {
+    match request {
+        _ if running == EXPORT_OPERATION => false,
+        Request::Change => true,
+        Request::Deletion => !GIVE_WAY_TO_DELETION.contains(&running),
+    }
+}
+
 impl fmt::Display for InstanceState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -264,6 +302,40 @@ mod tests {
             .map(|s| s.name())
             .collect();
         assert_eq!(live, ["provisioning", "running", "updating"]);
+    }
+
+    #[test]
+    fn a_change_waits_for_every_operation_but_an_export() {
+        for kind in [
+            "provision",
+            "import",
+            "resize",
+            "scale",
+            "suspend",
+            "resume",
+            "upgrade",
+            MOVE_OPERATION,
+            "delete",
+        ] {
+            assert!(blocks(kind, Request::Change), "{kind}");
+        }
+        assert!(!blocks(EXPORT_OPERATION, Request::Change));
+    }
+
+    #[test]
+    fn a_deletion_waits_for_a_move_and_for_updates() {
+        for kind in [MOVE_OPERATION, "resize", "scale", "suspend", "resume"] {
+            assert!(blocks(kind, Request::Deletion), "{kind}");
+        }
+        for kind in ["provision", "import", "upgrade", "delete", EXPORT_OPERATION] {
+            assert!(!blocks(kind, Request::Deletion), "{kind}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_operation_holds_everything_up() {
+        assert!(blocks("rebalance", Request::Change));
+        assert!(blocks("rebalance", Request::Deletion));
     }
 
     #[test]

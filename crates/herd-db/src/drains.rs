@@ -10,7 +10,7 @@ use crate::DbError;
 use crate::schema::{cluster_drains, clusters, instances, operations};
 
 /// The kind of the operations that move an instance to another cluster.
-pub const MIGRATE_OPERATION: &str = "migrate";
+pub const MIGRATE_OPERATION: &str = herd_core::lifecycle::MOVE_OPERATION;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Drain {

@@ -362,6 +362,34 @@ pub async fn complete(
     }
 }
 
+/// Queues the job `worker_id` holds again after `wait`, without counting the
+/// attempt: it waited for other work to end and did none of its own, so the
+/// wait does not use up the attempts its own failures may take.
+pub async fn postpone(
+    conn: &mut AsyncPgConnection,
+    job_id: JobId,
+    worker_id: &str,
+    reason: &str,
+    wait: Duration,
+) -> Result<(), DbError> {
+    let postponed = diesel::update(held(job_id, worker_id))
+        .set((
+            jobs::state.eq(JobState::Queued),
+            jobs::attempts.eq(jobs::attempts - 1),
+            jobs::run_after.eq(now.into_sql::<Timestamptz>() + interval(wait)),
+            jobs::locked_by.eq(None::<String>),
+            jobs::locked_until.eq(None::<DateTime<Utc>>),
+            jobs::last_error.eq(reason),
+        ))
+        .execute(conn)
+        .await?;
+    if postponed == 1 {
+        Ok(())
+    } else {
+        Err(lease_lost(job_id, worker_id))
+    }
+}
+
 /// Records that the attempt `worker_id` holds failed with `error`. The job is
 /// queued again after `backoff(attempt)`, or fails for good once it has had
 /// `max_attempts` or when `backoff` gives no delay (an error no retry mends).

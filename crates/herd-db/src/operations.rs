@@ -8,7 +8,8 @@ use uuid::Uuid;
 
 use crate::DbError;
 use crate::accounts::Principal;
-use crate::schema::{instances, operations};
+use crate::jobs::JobState;
+use crate::schema::{instances, jobs, operations};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -312,4 +313,42 @@ pub async fn set_job(
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// One operation under way on an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnderWay {
+    pub id: Uuid,
+    pub kind: String,
+}
+
+/// The instance's operations under way, oldest first: not finished, and
+/// carried out by a job that may still run (or waiting for one). An
+/// operation whose job ended without finishing it (its worker died in the
+/// last attempt) is over, and holds nothing up.
+pub async fn under_way(
+    conn: &mut AsyncPgConnection,
+    instance_id: Uuid,
+) -> Result<Vec<UnderWay>, DbError> {
+    let unfinished: Vec<(Uuid, String, Option<Uuid>)> = operations::table
+        .filter(operations::instance_id.eq(instance_id))
+        .filter(operations::finished_at.is_null())
+        .order(operations::created_at)
+        .select((operations::id, operations::kind, operations::job_id))
+        .load(conn)
+        .await?;
+    let job_ids: Vec<Uuid> = unfinished.iter().filter_map(|(_, _, job)| *job).collect();
+    let live_jobs: std::collections::HashSet<Uuid> = jobs::table
+        .filter(jobs::id.eq_any(&job_ids))
+        .filter(jobs::state.eq_any([JobState::Queued, JobState::Running]))
+        .select(jobs::id)
+        .load::<Uuid>(conn)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(unfinished
+        .into_iter()
+        .filter(|(_, _, job)| job.is_none_or(|job| live_jobs.contains(&job)))
+        .map(|(id, kind, _)| UnderWay { id, kind })
+        .collect())
 }

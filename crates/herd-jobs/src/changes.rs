@@ -3,9 +3,10 @@
 //! one path: the state change, an operation with the `update_instance` job
 //! that brings workloads and data services to the record, an event and an
 //! audit entry, all in the caller's transaction (after it changed the record).
+//! No change starts while another operation is under way on the instance.
 
 use diesel_async::AsyncPgConnection;
-use herd_core::lifecycle::LifecycleEvent;
+use herd_core::lifecycle::{LifecycleEvent, Request};
 use herd_db::audit::{Actor, AuditEntry};
 use herd_db::instances::Instance;
 use herd_db::jobs::NewJob;
@@ -105,13 +106,38 @@ pub(crate) struct OperationStart<'a> {
     pub facts: Value,
 }
 
+/// Refuses `request` with [`JobError::OperationInProgress`] while an
+/// operation under way on the instance keeps it from starting. Two requests
+/// racing past this check both change the instance's state, whose update
+/// admits only the first.
+pub async fn ensure_free(
+    conn: &mut AsyncPgConnection,
+    instance_id: Uuid,
+    request: Request,
+) -> Result<(), JobError> {
+    let under_way = herd_db::operations::under_way(conn, instance_id).await?;
+    match under_way
+        .into_iter()
+        .find(|operation| herd_core::lifecycle::blocks(&operation.kind, request))
+    {
+        Some(operation) => Err(JobError::OperationInProgress {
+            instance_id,
+            operation_id: operation.id,
+            kind: operation.kind,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// In the caller's transaction: the state change, the job, the operation,
-/// the event and the audit entry of `start`.
+/// the event and the audit entry of `start`, unless another operation is
+/// under way on the instance.
 pub(crate) async fn start_operation(
     conn: &mut AsyncPgConnection,
     start: OperationStart<'_>,
     actor: Actor,
 ) -> Result<(Instance, Operation), JobError> {
+    ensure_free(conn, start.instance_id, Request::Change).await?;
     let instance = herd_db::instances::transition(conn, start.instance_id, start.event).await?;
     let started_by = match &actor {
         Actor::Account(principal) => Some(principal.account_id),

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use diesel_async::AsyncConnection;
 use herd_core::billing::SubscriptionStatus;
-use herd_core::lifecycle::{InstanceState, LifecycleEvent};
+use herd_core::lifecycle::{InstanceState, LifecycleEvent, Request};
 use herd_db::audit::{Actor, AuditEntry};
 use herd_db::instances::Instance;
 use herd_db::jobs::{JobId, JobState, NewJob};
@@ -28,7 +28,8 @@ const ATTEMPTS: i32 = 10;
 /// Queues the deletion of an instance on behalf of Herd itself (a failed
 /// import, a retention period that ran out, a checkout never paid), with
 /// its operation, its audit entry naming why, and the state change, in the
-/// caller's transaction. Asking again while it runs changes nothing.
+/// caller's transaction. Asking again while it runs changes nothing; asking
+/// while the instance moves or updates is refused until that has ended.
 pub async fn request(
     conn: &mut diesel_async::AsyncPgConnection,
     instance_id: Uuid,
@@ -36,6 +37,7 @@ pub async fn request(
     action: &'static str,
     details: serde_json::Value,
 ) -> Result<(), JobError> {
+    crate::changes::ensure_free(conn, instance_id, Request::Deletion).await?;
     let operation_id = Uuid::now_v7();
     let job = herd_db::jobs::enqueue(
         conn,

@@ -158,7 +158,8 @@ pub async fn run(services: &Services, payload: &DrainJob, slot: &mut Slot) -> Re
 
 /// Starts moving one instance to the least loaded active cluster, its
 /// database to the least loaded other server (or the same, when there is
-/// none). An instance that changed state meanwhile is left for the next round.
+/// none). An instance that changed state meanwhile, or has another operation
+/// under way, is left for the next round.
 async fn start_move(
     conn: &mut AsyncPgConnection,
     payload: &DrainJob,
@@ -197,9 +198,12 @@ async fn start_move(
         .await;
     match started {
         Ok(_) => Ok(()),
-        Err(JobError::Db(
-            herd_db::DbError::Transition { .. } | herd_db::DbError::ConcurrentChange(_),
-        )) => Ok(()),
+        Err(
+            JobError::Db(
+                herd_db::DbError::Transition { .. } | herd_db::DbError::ConcurrentChange(_),
+            )
+            | JobError::OperationInProgress { .. },
+        ) => Ok(()),
         Err(err) => Err(err),
     }
 }

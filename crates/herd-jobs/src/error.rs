@@ -45,6 +45,15 @@ pub enum JobError {
     /// the job ends without retries and its operation fails with this reason.
     #[error("{0}")]
     Refused(String),
+    /// Another operation under way on the instance keeps this one from
+    /// starting (see `herd_core::lifecycle::blocks`): nothing changed, and
+    /// the same request may succeed once that operation has ended.
+    #[error("the {kind} operation {operation_id} is under way on instance {instance_id}")]
+    OperationInProgress {
+        instance_id: Uuid,
+        operation_id: Uuid,
+        kind: String,
+    },
     /// Mastodon does not support this version jump.
     #[error(transparent)]
     UpgradeRefused(#[from] herd_core::upgrade::UpgradeRefused),

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
-use herd_core::lifecycle::{InstanceState, LifecycleEvent};
+use herd_core::lifecycle::{InstanceState, LifecycleEvent, Request};
 use herd_db::audit::{Actor, AuditEntry};
 use herd_db::drains::MIGRATE_OPERATION;
 use herd_db::instances::Instance;
@@ -97,6 +97,8 @@ pub async fn start(
     request: StartMigration,
     actor: Actor,
 ) -> Result<(Instance, Operation), JobError> {
+    // Before the checks of the target, which a move under way may fail.
+    crate::changes::ensure_free(conn, request.instance_id, Request::Change).await?;
     let current = herd_db::instances::load_instance(conn, request.instance_id)
         .await?
         .ok_or(JobError::MissingInstance(request.instance_id))?;

@@ -140,8 +140,9 @@ pub async fn run(
                         upgrade.instance_id
                     )));
                 }
-                // Suspended meanwhile (by billing or an operator): the upgrade
-                // gives way, and the resumption applies what the record says.
+                // No longer updating by any other path (suspensions wait for
+                // the upgrade): it gives way, and what comes next applies
+                // what the record says.
                 state => {
                     let reason = format!("the instance became {state} during the upgrade");
                     let mut conn = services.conn().await?;

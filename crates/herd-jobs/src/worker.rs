@@ -33,6 +33,9 @@ const RETRY: Backoff = Backoff {
     base: Duration::from_secs(2),
     cap: Duration::from_secs(300),
 };
+/// How often a job held up by another operation on its instance (a billing
+/// suspension while the instance moves) tries again. Waiting costs no attempt.
+const WAIT_FOR_OPERATION: Duration = Duration::from_secs(10);
 
 /// Runs one worker until `shutdown` is cancelled; a job in progress is left
 /// to its lease, so another worker resumes it.
@@ -203,6 +206,13 @@ async fn record_outcome(
             )
             .await?;
             tracing::info!(reason, "job cancelled");
+            return Ok(());
+        }
+        Err(waiting @ JobError::OperationInProgress { .. }) => {
+            let message = waiting.to_string();
+            herd_db::jobs::postpone(&mut conn, job.id, worker_id, &message, WAIT_FOR_OPERATION)
+                .await?;
+            tracing::info!(reason = %message, "job waits for another operation");
             return Ok(());
         }
         Err(error) => error,

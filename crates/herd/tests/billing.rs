@@ -13,6 +13,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::ListParams;
 use reqwest::Method;
 use serde_json::{Value, json};
+use support::stages::NeverReady;
 use support::{Api, Installation, Server, stack_setting, unique};
 
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -156,14 +157,21 @@ async fn wait_for_web_serving(instance: &str, serving: bool) {
     }
 }
 
-/// Orders an instance and pays for it with a signed `checkout.session.completed`.
-async fn paid_instance(api: &Api, domain: &str, subscription: &str) -> String {
+/// Orders an instance (at `version`, or the default) and pays for it with a
+/// signed `checkout.session.completed`.
+async fn paid_instance(
+    api: &Api,
+    domain: &str,
+    subscription: &str,
+    version: Option<&str>,
+) -> String {
+    let mut request =
+        json!({"domain": domain, "plan": "small", "owner_email": "owner@example.org"});
+    if let Some(version) = version {
+        request["version"] = json!(version);
+    }
     let (status, order) = api
-        .call(
-            Method::POST,
-            "/api/v1/instances",
-            Some(json!({"domain": domain, "plan": "small", "owner_email": "owner@example.org"})),
-        )
+        .call(Method::POST, "/api/v1/instances", Some(request))
         .await;
     assert_eq!(status, 202, "{order}");
     assert!(order["checkout"]["url"].as_str().is_some(), "{order}");
@@ -444,6 +452,101 @@ async fn payments_drive_the_lifecycle_and_no_event_applies_twice() {
     installation.drop_database().await;
 }
 
+/// The images of the instance's Mastodon Deployments as they would be at `version`.
+async fn mastodon_images_at(instance: &str, version: &str) -> Vec<String> {
+    let deployments: kube::Api<Deployment> = kube::Api::namespaced(
+        herd_kube::client(None).await.unwrap(),
+        &herd_kube::children::namespace_name(instance),
+    );
+    deployments
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter_map(|deployment| {
+            deployment.spec.template.spec.as_ref()?.containers[0]
+                .image
+                .clone()
+        })
+        .filter(|image| image.contains("/mastodon"))
+        .map(|image| format!("{}:v{version}", image.rsplit_once(':').unwrap().0))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_unpaid_invoice_during_an_upgrade_suspends_once_the_upgrade_has_ended() {
+    const OLD: &str = "4.4.3";
+    const NEW: &str = "4.5.2";
+    let installation = Installation::new().await;
+    installation.set_up_fleet();
+    price_plans(&installation);
+    let _server = serve_billing(&installation, "30", None);
+    let api = installation.api(&format!("{}@example.com", unique("busy-")), "customer");
+    api.wait_until_serving().await;
+    let subscription = unique("sub_");
+    let domain = format!("{}.example.social", unique("busy-"));
+    let instance = paid_instance(&api, &domain, &subscription, Some(OLD)).await;
+
+    // An upgrade whose new version never becomes ready, so it runs until it rolls back.
+    let new_images = mastodon_images_at(&instance, NEW).await;
+    let namespace = herd_kube::children::namespace_name(&instance);
+    let never_ready = NeverReady::create(&namespace, &new_images).await;
+    let (status, body) = api
+        .call(
+            Method::POST,
+            &format!("/api/v1/instances/{instance}/upgrade"),
+            Some(json!({"version": NEW, "rollout_timeout_seconds": 20})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let upgrading = body["operation"]["id"].as_str().unwrap().to_owned();
+
+    let unpaid = subscription_event(
+        &unique("evt_"),
+        chrono::Utc::now().timestamp() + 5,
+        &subscription,
+        &instance,
+        "unpaid",
+    );
+    assert_eq!(deliver_signed(&api, &unpaid).await.0, 200);
+
+    // The suspension waits for the upgrade, and the wait uses up no attempt.
+    let waiting = "SELECT count(*) FROM jobs WHERE kind = 'stripe_event' AND state = 'queued' \
+                   AND attempts = 0 AND last_error LIKE '%upgrade operation%under way%'";
+    let started = Instant::now();
+    while count(&installation, waiting).await == 0 {
+        assert!(started.elapsed() < DEADLINE, "the event never waited");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(instance_state(&api, &instance).await["state"], "updating");
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let attempts: i32 = installation
+        .sql()
+        .await
+        .query_one(
+            "SELECT max(attempts) FROM jobs WHERE kind = 'stripe_event'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(attempts <= 1, "waiting used up {attempts} attempts");
+
+    let upgrade = api.wait_for_operation(&upgrading, DEADLINE).await;
+    never_ready.delete().await;
+    assert_eq!(upgrade["state"], "failed", "{upgrade}");
+    wait_for_state(&api, &instance, "suspended").await;
+    wait_for_web_serving(&instance, false).await;
+    let suspended = count(
+        &installation,
+        "SELECT count(*) FROM audit_log WHERE action = 'instance.suspend' AND actor = 'billing'",
+    )
+    .await;
+    assert_eq!(suspended, 1);
+    installation.drop_database().await;
+}
+
 #[tokio::test]
 async fn retention_ends_in_a_final_export_and_the_deletion() {
     let installation = Installation::new().await;
@@ -454,7 +557,7 @@ async fn retention_ends_in_a_final_export_and_the_deletion() {
     api.wait_until_serving().await;
     let subscription = unique("sub_");
     let domain = format!("{}.example.social", unique("unpaid-"));
-    let instance = paid_instance(&api, &domain, &subscription).await;
+    let instance = paid_instance(&api, &domain, &subscription, None).await;
 
     let unpaid = subscription_event(
         &unique("evt_"),

@@ -106,31 +106,47 @@ async fn assert_moved(
     let resources: kube::Api<MastodonInstance> = kube::Api::all(cluster_b().await);
     let name = herd_kube::children::namespace_name(instance);
     assert!(resources.get_opt(&name).await.unwrap().is_some());
-    nothing_left_on_source(instance, source).await;
+    nothing_left_on(cluster_a().await, instance, source).await;
 }
 
-/// Neither the resource nor the namespace is on cluster `local`, nor the
-/// database and role on the source server.
-async fn nothing_left_on_source(instance: &str, source: &PlacedDatabaseServer) {
+/// Neither the resource nor the namespace is on `cluster`, nor the database
+/// and role on `server`.
+async fn nothing_left_on(cluster: kube::Client, instance: &str, server: &PlacedDatabaseServer) {
     let name = herd_kube::children::namespace_name(instance);
-    let resources: kube::Api<MastodonInstance> = kube::Api::all(cluster_a().await);
-    assert!(resources.get_opt(&name).await.unwrap().is_none());
-    let namespaces: kube::Api<Namespace> = kube::Api::all(cluster_a().await);
+    let resources: kube::Api<MastodonInstance> = kube::Api::all(cluster.clone());
+    let namespaces: kube::Api<Namespace> = kube::Api::all(cluster);
     let started = Instant::now();
-    while namespaces.get_opt(&name).await.unwrap().is_some() {
-        assert!(started.elapsed() < MOVE_DEADLINE, "{name} stays on local");
+    while resources.get_opt(&name).await.unwrap().is_some()
+        || namespaces.get_opt(&name).await.unwrap().is_some()
+    {
+        assert!(
+            started.elapsed() < MOVE_DEADLINE,
+            "{name} stays on the cluster"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let names = TenantNames::for_instance(instance);
-    let state = DatabaseServer::new(&source.admin_url)
+    let state = DatabaseServer::new(&server.admin_url)
         .unwrap()
         .inspect_tenant(&names.database, &names.role)
         .await
         .unwrap();
     assert!(
         state.database.is_none() && state.role.is_none(),
-        "left on the source server: {state:?}"
+        "left on the database server: {state:?}"
     );
+}
+
+/// The answer to a request refused because the operation `operation_id` is
+/// under way on the instance.
+fn assert_waits_for(answer: (u16, Value), operation_id: &str) {
+    let (status, problem) = answer;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (409, Some("operation_in_progress")),
+        "{problem}"
+    );
+    assert_eq!(problem["operation_id"], operation_id, "{problem}");
 }
 
 async fn published(installation: &Installation, topic: &str, instance: &str) -> i64 {
@@ -171,6 +187,20 @@ async fn an_instance_moves_to_another_cluster_with_its_data_and_leaves_nothing_b
         (status, problem["code"].as_str()),
         (403, Some("operators_only"))
     );
+    // Another tenant learns nothing of the instance: not even that its id exists.
+    let stranger = installation.api(&format!("{}@example.com", unique("other-")), "customer");
+    let (status, problem) = stranger
+        .call(Method::POST, &path, Some(json!({"cluster": "local-b"})))
+        .await;
+    assert_eq!((status, problem["code"].as_str()), (404, Some("not_found")));
+    let (status, problem) = stranger
+        .call(
+            Method::POST,
+            &format!("/api/v1/instances/{}/suspend", filled.instance),
+            None,
+        )
+        .await;
+    assert_eq!((status, problem["code"].as_str()), (404, Some("not_found")));
     let (status, problem) = operator
         .call(Method::POST, &path, Some(json!({"cluster": "nowhere"})))
         .await;
@@ -221,6 +251,75 @@ async fn an_instance_moves_to_another_cluster_with_its_data_and_leaves_nothing_b
         )
         .await;
     assert_eq!((status, shown["state"].as_str()), (200, Some("running")));
+    installation.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_moving_instance_refuses_other_changes_and_its_deletion_until_the_move_ends() {
+    let installation = Installation::new().await;
+    installation.set_up_fleet();
+    let _server = installation.serve(None);
+    let customer = installation.api(&format!("{}@example.com", unique("mover-")), "customer");
+    let operator = installation.api(&format!("{}@example.com", unique("op-")), "operator");
+    customer.wait_until_serving().await;
+    let instance = running_instance(&customer, &format!("{}.example", unique("busy-"))).await;
+    let source = installation.database_server_of(&instance).await.unwrap();
+    installation.add_second_cluster();
+
+    let body = migrate(&operator, &instance, json!({"cluster": "local-b"})).await;
+    let moving = body["operation"]["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/instances/{instance}");
+    // Each of these would fight the move, or (the deletion) leave one side
+    // of it behind: each is refused, naming the move, and changes nothing.
+    assert_waits_for(customer.call(Method::DELETE, &path, None).await, &moving);
+    for action in ["suspend", "resume"] {
+        let answer = operator
+            .call(Method::POST, &format!("{path}/{action}"), None)
+            .await;
+        assert_waits_for(answer, &moving);
+    }
+    let answer = operator
+        .call(
+            Method::PATCH,
+            &path,
+            Some(json!({"scaling": {"web_replicas": 2}})),
+        )
+        .await;
+    assert_waits_for(answer, &moving);
+    let answer = operator
+        .call(
+            Method::POST,
+            &format!("{path}/migrate"),
+            Some(json!({"cluster": "local"})),
+        )
+        .await;
+    assert_waits_for(answer, &moving);
+    let operations: i64 = installation
+        .sql()
+        .await
+        .query_one(
+            "SELECT count(*) FROM operations WHERE instance_id::text = $1",
+            &[&instance],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(operations, 2, "the provisioning and the move only");
+    let (_, shown) = operator.call(Method::GET, &path, None).await;
+    assert_eq!(shown["state"], "updating", "{shown}");
+
+    operator.assert_succeeds(&moving, MOVE_DEADLINE).await;
+    assert_eq!(cluster_of(&installation, &instance).await, "local-b");
+    let target = installation.database_server_of(&instance).await.unwrap();
+
+    // Once moved, the deletion goes through and leaves nothing on either side.
+    let (status, body) = customer.call(Method::DELETE, &path, None).await;
+    assert_eq!(status, 202, "{body}");
+    customer
+        .assert_succeeds(body["operation"]["id"].as_str().unwrap(), MOVE_DEADLINE)
+        .await;
+    nothing_left_on(cluster_a().await, &instance, &source).await;
+    nothing_left_on(cluster_b().await, &instance, &target).await;
     installation.drop_database().await;
 }
 
@@ -389,8 +488,22 @@ async fn a_drain_moves_every_instance_off_the_cluster_two_at_a_time() {
     assert_eq!(cluster_of(&installation, &newcomer).await, "local-b");
 
     let path = format!("/api/v1/drains/{}", drain["id"].as_str().unwrap());
-    let (status, _) = customer.call(Method::GET, &path, None).await;
-    assert_eq!(status, 403);
+    let (status, problem) = customer.call(Method::GET, &path, None).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (403, Some("operators_only"))
+    );
+    let (status, problem) = customer
+        .call(
+            Method::POST,
+            "/api/v1/clusters/local/drain",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (403, Some("operators_only"))
+    );
     let started = Instant::now();
     let mut most_at_once = 0;
     let drain = loop {

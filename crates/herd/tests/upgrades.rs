@@ -399,9 +399,50 @@ async fn a_rollout_that_never_becomes_ready_rolls_back_to_the_old_version() {
     )
     .await;
     assert_eq!(status, 202, "{body}");
-    let operation = owner
-        .wait_for_operation(body["operation"]["id"].as_str().unwrap(), UPGRADE_DEADLINE)
-        .await;
+    let upgrading = body["operation"]["id"].as_str().unwrap();
+
+    // While the upgrade runs, no other change starts on the instance: each
+    // is refused, naming the upgrade, and changes nothing.
+    let operator = installation.api(&format!("{}@example.com", unique("op-")), "operator");
+    let path = format!("/api/v1/instances/{instance}");
+    let refused = [
+        (&operator, Method::POST, format!("{path}/suspend"), None),
+        (
+            &operator,
+            Method::PATCH,
+            path.clone(),
+            Some(json!({"plan": "medium"})),
+        ),
+        (
+            &operator,
+            Method::PATCH,
+            path.clone(),
+            Some(json!({"scaling": {"web_replicas": 2}})),
+        ),
+        (
+            &owner,
+            Method::POST,
+            format!("{path}/upgrade"),
+            Some(json!({"version": NEW})),
+        ),
+    ];
+    for (caller, method, path, request) in refused {
+        let (status, problem) = caller.call(method, &path, request).await;
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (409, Some("operation_in_progress")),
+            "{path}: {problem}"
+        );
+        assert_eq!(problem["operation_id"], upgrading, "{problem}");
+        assert_eq!(problem["operation_kind"], "upgrade", "{problem}");
+    }
+    let view = instance_view(&owner, &instance).await;
+    assert_eq!(
+        (view["state"].as_str(), view["plan"].as_str()),
+        (Some("updating"), Some("small"))
+    );
+
+    let operation = owner.wait_for_operation(upgrading, UPGRADE_DEADLINE).await;
     never_ready.delete().await;
 
     assert_eq!(operation["state"], "failed", "{operation}");
@@ -431,6 +472,29 @@ async fn a_rollout_that_never_becomes_ready_rolls_back_to_the_old_version() {
         audited(&installation, &instance).await,
         ["instance.upgrade", "instance.upgrade.rolled_back"]
     );
+    let kinds: Vec<String> = installation
+        .sql()
+        .await
+        .query(
+            "SELECT kind FROM operations WHERE instance_id::text = $1 ORDER BY kind",
+            &[&instance],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["export", "provision", "upgrade"],
+        "the provisioning, the upgrade and its backup only"
+    );
+
+    // The upgrade over, the instance takes changes again.
+    let (status, body) = operator
+        .call(Method::POST, &format!("{path}/suspend"), None)
+        .await;
+    assert_eq!(status, 202, "{body}");
     installation.drop_database().await;
 }
 

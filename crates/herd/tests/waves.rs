@@ -2,7 +2,7 @@
 //! upgrade whose wave fails past the bound pauses by itself with the
 //! reason; once the cause is gone, resuming retries the failed members and
 //! finishes every wave; pause and abort by hand stop a second upgrade; each
-//! step is in the audit trail; customers do not see the fleet at all.
+//! step is in the audit trail; customers are refused (`403 operators_only`).
 
 mod support;
 
@@ -108,10 +108,14 @@ async fn a_wave_past_the_failure_bound_pauses_and_resuming_finishes_the_upgrade(
     customer.wait_until_serving().await;
     let operator = installation.api(&format!("{}@example.com", unique("op-")), "operator");
 
-    let (status, _) = customer
+    let (status, problem) = customer
         .call(Method::GET, "/api/v1/fleet/upgrades", None)
         .await;
-    assert_eq!(status, 404, "the fleet is no customer's business");
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (403, Some("operators_only")),
+        "the fleet is no customer's business"
+    );
 
     let mut instances = Vec::new();
     let mut operations = Vec::new();
@@ -204,14 +208,17 @@ async fn a_wave_past_the_failure_bound_pauses_and_resuming_finishes_the_upgrade(
         (status, problem["code"].as_str()),
         (409, Some("upgrade_in_progress"))
     );
-    let (status, _) = customer
+    let (status, problem) = customer
         .call(
             Method::POST,
             &format!("/api/v1/fleet/upgrades/{id}/abort"),
             None,
         )
         .await;
-    assert_eq!(status, 404);
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (403, Some("operators_only"))
+    );
 
     let paused = wait_for(&operator, &id, "paused", |upgrade| {
         upgrade["state"] == "paused"
