@@ -35,7 +35,7 @@ use herd_db::instances::Instance;
 use herd_db::jobs::JobId;
 use herd_db::operations::Operation;
 use herd_kube::crd::MastodonInstance;
-use herd_tenancy::{ObjectStore, PgTools, StoredObject, TenancyError};
+use herd_tenancy::{ObjectStore, PgTools, StoredObject, TenancyError, when_busy};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::ListParams;
@@ -336,22 +336,27 @@ async fn copy_media(
 /// Streams one object from `from` to `to` and returns its size, or `None`
 /// when it was deleted since the listing (the instance may still run): the
 /// next pass finds it gone, and deletes it from the target if it got there.
+/// A store too busy for one of the copies running at once is asked again,
+/// from the GET on, as the body is streamed rather than kept.
 async fn copy_object(
     from: ObjectStore,
     to: ObjectStore,
     key: String,
 ) -> Result<Option<u64>, JobError> {
-    let (size, reader) = match from.get_reader(&key).await {
-        Ok(body) => body,
-        Err(TenancyError::Rejected { status: 404, .. }) => return Ok(None),
-        Err(err) => return Err(err.into()),
+    let copy = || async {
+        let (size, reader) = from.get_reader(&key).await?;
+        to.put_reader(&key, size, reader).await?;
+        Ok(size)
     };
-    to.put_reader(&key, size, reader).await?;
-    Ok(Some(size))
+    match when_busy(copy).await {
+        Ok(size) => Ok(Some(size)),
+        Err(TenancyError::Rejected { status: 404, .. }) => Ok(None),
+        Err(err) => Err(err.into()),
+    }
 }
 
 async fn delete_object(store: ObjectStore, key: String) -> Result<(), JobError> {
-    Ok(store.delete(&key).await?)
+    Ok(when_busy(|| store.delete(&key)).await?)
 }
 
 /// What one pass of the media copy has to do.
