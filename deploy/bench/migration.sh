@@ -9,7 +9,9 @@
 #
 #   deploy/bench/migration.sh SIZE_MB [SIZE_MB...]
 #
-# HERD_BENCH_ARGS passes extra options to `herd-bench migration`.
+# HERD_BENCH_ARGS passes extra options to `herd-bench migration`;
+# HERD_BENCH_ARGS="--object-store local-b" moves the media as well, to the
+# stack's second Garage registered under that name.
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 

@@ -59,13 +59,19 @@ pub async fn run_timed(what: &str, command: &mut Command) -> anyhow::Result<f64>
 /// The `aws` command with the tenant's key and the stack's endpoint, from
 /// a config file of its own rather than the user's.
 pub fn aws(tenant: &Tenant, dir: &Path) -> anyhow::Result<Command> {
-    let config = dir.join("aws.config");
+    aws_on(tenant, dir, "")
+}
+
+/// `aws` on the stack's Garage whose settings end in `suffix` (`_2` for the
+/// second one), with the tenant's key.
+pub fn aws_on(tenant: &Tenant, dir: &Path, suffix: &str) -> anyhow::Result<Command> {
+    let config = dir.join(format!("aws{suffix}.config"));
     // Garage serves buckets by path only, not as host names.
     std::fs::write(
         &config,
         format!(
             "[default]\nregion = {}\ns3 =\n    addressing_style = path\n",
-            stack("HERD_S3_REGION")?
+            stack(&format!("HERD_S3_REGION{suffix}"))?
         ),
     )?;
     let mut command = Command::new("aws");
@@ -74,7 +80,10 @@ pub fn aws(tenant: &Tenant, dir: &Path) -> anyhow::Result<Command> {
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
         .env("AWS_ACCESS_KEY_ID", &tenant.key.access_key_id)
         .env("AWS_SECRET_ACCESS_KEY", &tenant.key.secret_access_key)
-        .args(["--endpoint-url", &stack("HERD_S3_ENDPOINT")?]);
+        .args([
+            "--endpoint-url",
+            &stack(&format!("HERD_S3_ENDPOINT{suffix}"))?,
+        ]);
     Ok(command)
 }
 

@@ -129,8 +129,33 @@ impl<'a> Installation<'a> {
     }
 
     /// Registers the stack's second cluster (`local-b`) and second database
-    /// server (`local-2`), for instances to move to.
-    pub fn add_second_placement(&self, capacity: usize) -> anyhow::Result<()> {
+    /// server (`local-2`), for instances to move to, and with `object_store`
+    /// the stack's second Garage as the object store of that name.
+    pub fn add_second_placement(
+        &self,
+        capacity: usize,
+        object_store: Option<&str>,
+    ) -> anyhow::Result<()> {
+        if let Some(name) = object_store {
+            self.run(
+                &[
+                    "fleet",
+                    "add-object-store",
+                    "--name",
+                    name,
+                    "--s3-endpoint",
+                    &stack("HERD_S3_ENDPOINT_2")?,
+                    "--s3-region",
+                    &stack("HERD_S3_REGION_2")?,
+                    "--admin-endpoint",
+                    &stack("HERD_GARAGE_ADMIN_URL_2")?,
+                ],
+                &[(
+                    "HERD_FLEET_ADMIN_TOKEN",
+                    stack("HERD_GARAGE_ADMIN_TOKEN_2")?,
+                )],
+            )?;
+        }
         let capacity = capacity.to_string();
         self.run(
             &[

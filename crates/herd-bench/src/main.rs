@@ -136,6 +136,11 @@ pub struct MigrationArgs {
     /// Each operation gives up after this long.
     #[arg(long, default_value_t = 3600)]
     deadline_seconds: u64,
+    /// Moves the media too: the stack's second Garage is registered as the
+    /// object store of this name and Herd's move goes there, while the
+    /// manual move copies the media to it through a local directory.
+    #[arg(long)]
+    object_store: Option<String>,
 }
 
 #[tokio::main]

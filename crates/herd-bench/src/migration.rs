@@ -5,6 +5,12 @@
 //! bucket, resume), then moved by Herd to cluster `local-b` and server
 //! `local-2`. What counts is the write freeze: from the suspension to the
 //! instance running again.
+//!
+//! With `--object-store NAME` the media move too, to the stack's second
+//! Garage registered under that name: Herd copies them while the instance
+//! runs and what changed since in its freeze; by hand they go down to a local
+//! directory and up to the other store, as `aws s3 sync` copies between two
+//! endpoints no other way.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -16,7 +22,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::process::Command;
 
-use crate::backup::{aws, run_timed};
+use crate::backup::{aws, aws_on, run_timed};
 use crate::cluster::kubectl;
 use crate::installation::{Api, Installation, stack};
 use crate::portability::{CARRIED_BYTES_PER_UNIT, id_of};
@@ -32,30 +38,56 @@ const MANUAL_BUCKET: &str = "bench-manual-copy";
 struct Manual {
     suspend_seconds: f64,
     database_seconds: f64,
-    media_seconds: f64,
+    media: ManualMedia,
     resume_seconds: f64,
+}
+
+/// The media copy of the manual move, all of it inside the freeze.
+struct ManualMedia {
+    seconds: f64,
+    /// The download to a local directory, when the media go to another store.
+    download_seconds: Option<f64>,
+    objects: u64,
+    bytes: u64,
 }
 
 impl Manual {
     fn freeze_seconds(&self) -> f64 {
-        self.suspend_seconds + self.database_seconds + self.media_seconds + self.resume_seconds
+        self.suspend_seconds + self.database_seconds + self.media.seconds + self.resume_seconds
     }
 
     fn json(&self) -> Value {
-        json!({
-            "commands": [
-                "POST /api/v1/instances/ID/suspend, until no pod runs",
-                "pg_dump -Fc SOURCE | pg_restore --no-owner --no-privileges -d TARGET",
-                format!("aws s3 sync --exclude '{REMOTE_CACHE_PREFIX}*' s3://BUCKET s3://NEW_BUCKET"),
-                "POST /api/v1/instances/ID/resume, until running",
+        let exclude = format!("--exclude '{REMOTE_CACHE_PREFIX}*'");
+        let media_commands = match self.media.download_seconds {
+            None => vec![format!("aws s3 sync {exclude} s3://BUCKET s3://NEW_BUCKET")],
+            Some(_) => vec![
+                format!("aws s3 sync {exclude} s3://BUCKET DIR (first store)"),
+                "aws s3 sync DIR s3://NEW_BUCKET (second store)".to_owned(),
             ],
+        };
+        let mut commands = vec![
+            "POST /api/v1/instances/ID/suspend, until no pod runs".to_owned(),
+            "pg_dump -Fc SOURCE | pg_restore --no-owner --no-privileges -d TARGET".to_owned(),
+        ];
+        commands.extend(media_commands);
+        commands.push("POST /api/v1/instances/ID/resume, until running".to_owned());
+        let mut report = json!({
+            "commands": commands,
             "freeze_seconds": round(self.freeze_seconds()),
             "suspend_seconds": round(self.suspend_seconds),
             "pg_dump_restore_seconds": round(self.database_seconds),
-            "s3_sync_seconds": round(self.media_seconds),
+            "s3_sync_seconds": round(self.media.seconds),
             "resume_seconds": round(self.resume_seconds),
-            "freeze_seconds_without_media": round(self.freeze_seconds() - self.media_seconds),
-        })
+            "freeze_seconds_without_media": round(self.freeze_seconds() - self.media.seconds),
+            "media_objects_copied_in_freeze": self.media.objects,
+            "media_bytes_copied_in_freeze": self.media.bytes,
+            "media_objects_copied_outside_freeze": 0,
+            "media_bytes_copied_outside_freeze": 0,
+        });
+        if let Some(download_seconds) = self.media.download_seconds {
+            report["s3_download_seconds"] = json!(round(download_seconds));
+        }
+        report
     }
 }
 
@@ -101,7 +133,15 @@ impl Bench<'_> {
     }
 
     /// The operator's move: every step in the freeze, one after the other.
-    async fn manual(&self, instance: &str, tenant: &Tenant, work: &Path) -> anyhow::Result<Manual> {
+    /// With `across_stores` the media go to the stack's second Garage.
+    async fn manual(
+        &self,
+        instance: &str,
+        tenant: &Tenant,
+        work: &Path,
+        across_stores: bool,
+    ) -> anyhow::Result<Manual> {
+        let store = if across_stores { "_2" } else { "" };
         let target_admin = stack("HERD_PG2_ADMIN_URL")?;
         let copy_url = {
             let mut url = url::Url::parse(&target_admin)?;
@@ -110,9 +150,14 @@ impl Bench<'_> {
         };
         admin_sql(&target_admin, &format!("CREATE DATABASE {MANUAL_COPY}")).await?;
         let garage = GarageAdmin::new(
-            &stack("HERD_GARAGE_ADMIN_URL")?,
-            stack("HERD_GARAGE_ADMIN_TOKEN")?,
+            &stack(&format!("HERD_GARAGE_ADMIN_URL{store}"))?,
+            stack(&format!("HERD_GARAGE_ADMIN_TOKEN{store}"))?,
         )?;
+        if across_stores {
+            // The operator gives the tenant's key to the other store as well.
+            // It stays there for Herd's move, which imports that same key.
+            garage.ensure_key(&tenant.key, MANUAL_BUCKET).await?;
+        }
         let bucket = garage.ensure_bucket(MANUAL_BUCKET).await?;
         garage
             .allow_key_on_bucket(
@@ -136,13 +181,7 @@ impl Bench<'_> {
             .env("TARGET", &copy_url);
         let database_seconds = run_timed("pg_dump | pg_restore", &mut database).await?;
         std::fs::create_dir_all(work)?;
-        let mut media = aws(tenant, work)?;
-        media
-            .args(["s3", "sync", "--only-show-errors", "--exclude"])
-            .arg(format!("{REMOTE_CACHE_PREFIX}*"))
-            .arg(format!("s3://{}", tenant.bucket))
-            .arg(format!("s3://{MANUAL_BUCKET}"));
-        let media_seconds = run_timed("aws s3 sync", &mut media).await?;
+        let (media_seconds, download_seconds) = sync_media(tenant, work, across_stores).await?;
         let resumed = Instant::now();
         self.instance_action(instance, "resume").await?;
         self.running(instance).await?;
@@ -153,33 +192,47 @@ impl Bench<'_> {
             &format!("DROP DATABASE {MANUAL_COPY} WITH (FORCE)"),
         )
         .await?;
-        ObjectStore::new(
-            &stack("HERD_S3_ENDPOINT")?,
-            &stack("HERD_S3_REGION")?,
+        let copy = ObjectStore::new(
+            &stack(&format!("HERD_S3_ENDPOINT{store}"))?,
+            &stack(&format!("HERD_S3_REGION{store}"))?,
             MANUAL_BUCKET,
             &tenant.key,
-        )?
-        .empty()
-        .await?;
+        )?;
+        let copied = copy.list_objects("").await?;
+        copy.empty().await?;
         garage.delete_bucket(&bucket).await?;
         std::fs::remove_dir_all(work)?;
         Ok(Manual {
             suspend_seconds,
             database_seconds,
-            media_seconds,
+            media: ManualMedia {
+                seconds: media_seconds,
+                download_seconds,
+                objects: copied.len() as u64,
+                bytes: copied.iter().map(|object| object.size).sum(),
+            },
             resume_seconds,
         })
     }
 
-    /// Herd's move to the second cluster and server; returns the operation.
-    async fn herd(&self, instance: &str) -> anyhow::Result<(Value, f64)> {
+    /// Herd's move to the second cluster and server, and to `object_store`
+    /// when given; returns the operation.
+    async fn herd(
+        &self,
+        instance: &str,
+        object_store: Option<&str>,
+    ) -> anyhow::Result<(Value, f64)> {
+        let mut body = json!({"cluster": "local-b", "database_server": "local-2"});
+        if let Some(name) = object_store {
+            body["object_store"] = json!(name);
+        }
         let request = self
             .api
             .request(
                 Method::POST,
                 &format!("/api/v1/instances/{instance}/migrate"),
             )
-            .json(&json!({"cluster": "local-b", "database_server": "local-2"}));
+            .json(&body);
         let (answer, seconds) = self.until_succeeded(request).await?;
         let operation = id_of(&answer["operation"])?;
         let request = self
@@ -205,7 +258,9 @@ impl Bench<'_> {
         let instance = id_of(&answer["instance"])?;
         // Registered once the instance is placed on `local`, early enough for
         // Herd to reconcile the new cluster before the move.
-        self.herd.add_second_placement(args.sizes_mb.len())?;
+        let object_store = args.object_store.as_deref();
+        self.herd
+            .add_second_placement(args.sizes_mb.len(), object_store)?;
         let tenant = Tenant::of(&instance).await?;
         eprintln!("herd-bench: filling {domain} (scale {})", fixture.scale);
         let started = Instant::now();
@@ -218,17 +273,21 @@ impl Bench<'_> {
             .installation
             .work_dir
             .join(format!("{size_mb}mb-manual"));
-        let manual = self.manual(&instance, &tenant, &work).await?;
+        let manual = self
+            .manual(&instance, &tenant, &work, object_store.is_some())
+            .await?;
         eprintln!(
             "herd-bench: frozen {:.1}s by hand; moving with Herd",
             manual.freeze_seconds()
         );
-        let (operation, operation_seconds) = self.herd(&instance).await?;
+        let (operation, operation_seconds) = self.herd(&instance, object_store).await?;
         let details = &operation["details"];
         let herd_freeze = details["freeze_seconds"]
             .as_f64()
             .with_context(|| format!("no freeze in {operation}"))?;
         eprintln!("herd-bench: frozen {herd_freeze:.1}s by Herd");
+        // The details name the copies only when the media moved.
+        let count = |name: &str| details[name].as_u64().unwrap_or(0);
         let request = self
             .api
             .request(Method::DELETE, &format!("/api/v1/instances/{instance}"));
@@ -246,7 +305,12 @@ impl Bench<'_> {
                 "freeze_seconds": round(herd_freeze),
                 "operation_seconds": round(operation_seconds),
                 "database_bytes": details["database_bytes"],
-                "media_copied_bytes": 0,
+                "object_store": object_store,
+                "media_objects_copied_outside_freeze": count("media_objects_copied"),
+                "media_bytes_copied_outside_freeze": count("media_bytes_copied"),
+                "media_objects_copied_in_freeze": count("media_delta_objects_copied"),
+                "media_bytes_copied_in_freeze": count("media_delta_bytes_copied"),
+                "media_objects_deleted_in_freeze": count("media_delta_objects_deleted"),
             },
             "manual": manual.json(),
             "freeze_ratio_manual_to_herd": round(manual.freeze_seconds() / herd_freeze),
@@ -255,6 +319,40 @@ impl Bench<'_> {
             },
         }))
     }
+}
+
+/// Copies the tenant's media but the remote cache to the manual move's
+/// bucket: on the same store in one `aws s3 sync`, across stores down to a
+/// directory under `work` and up again. Returns the seconds of it all and,
+/// across stores, of the download.
+async fn sync_media(
+    tenant: &Tenant,
+    work: &Path,
+    across_stores: bool,
+) -> anyhow::Result<(f64, Option<f64>)> {
+    let source = format!("s3://{}", tenant.bucket);
+    let copy = format!("s3://{MANUAL_BUCKET}");
+    let sync = |command: &mut Command| {
+        command.args(["s3", "sync", "--only-show-errors"]);
+    };
+    let mut download = aws(tenant, work)?;
+    sync(&mut download);
+    download
+        .arg("--exclude")
+        .arg(format!("{REMOTE_CACHE_PREFIX}*"))
+        .arg(&source);
+    if !across_stores {
+        download.arg(&copy);
+        return Ok((run_timed("aws s3 sync", &mut download).await?, None));
+    }
+    let local = work.join("media");
+    download.arg(&local);
+    let download_seconds = run_timed("aws s3 sync to a directory", &mut download).await?;
+    let mut upload = aws_on(tenant, work, "_2")?;
+    sync(&mut upload);
+    upload.arg(&local).arg(&copy);
+    let upload_seconds = run_timed("aws s3 sync from a directory", &mut upload).await?;
+    Ok((download_seconds + upload_seconds, Some(download_seconds)))
 }
 
 /// Waits until no pod of the instance runs any more (finished Job pods aside),

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::FixtureError;
 use crate::generate::connect;
-use crate::retry::when_busy;
+use herd_tenancy::when_busy;
 
 /// Objects fetched at once; also the bound on object bodies held in memory.
 const FETCHES_IN_FLIGHT: usize = 16;

@@ -7,7 +7,7 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt, TryStreamExt};
-use herd_tenancy::ObjectStore;
+use herd_tenancy::{ObjectStore, when_busy};
 use serde::Serialize;
 use serde_json::json;
 use tokio_postgres::{Client, NoTls};
@@ -17,7 +17,6 @@ use crate::copy::{CopyRows, Ids, Millis, Null, Time, Words};
 use crate::model::{
     Account, EDGE_TIMES, Kind, LANGUAGES, Media, Object, REMOTE_DOMAINS, Scale, Status, WORDS,
 };
-use crate::retry::when_busy;
 use crate::rng::Rng;
 
 const SCHEMA: &str = include_str!("schema.sql");

@@ -43,7 +43,6 @@ mod error;
 mod fingerprint;
 mod generate;
 mod model;
-mod retry;
 mod rng;
 
 pub use error::FixtureError;

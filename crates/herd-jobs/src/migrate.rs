@@ -22,17 +22,19 @@
 //! any more, so its finalizer removes no data (see `HerdBackend`): the
 //! source database is dropped here, by its server's id.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
+use futures::{StreamExt, TryStreamExt, stream};
 use herd_core::lifecycle::{InstanceState, LifecycleEvent, Request};
 use herd_db::audit::{Actor, AuditEntry};
 use herd_db::drains::MIGRATE_OPERATION;
 use herd_db::instances::Instance;
 use herd_db::jobs::JobId;
 use herd_db::operations::Operation;
-use herd_tenancy::PgTools;
+use herd_tenancy::{ObjectStore, PgTools, StoredObject, TenancyError, when_busy};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::ListParams;
@@ -288,6 +290,14 @@ impl CopiedMedia {
     }
 }
 
+/// Objects copied at once. Media are mostly small files (thumbnails,
+/// avatars, emoji), so a copy waits on two round trips far more than on
+/// bandwidth, and one at a time leaves the write freeze waiting on latency.
+/// Each copy streams its body, holding only a few buffers in memory, and
+/// sixteen requests keep both stores busy without crowding out the other
+/// tenants they serve.
+const MEDIA_COPIES_IN_FLIGHT: usize = 16;
+
 /// Copies every object of the source bucket the target bucket lacks, or has
 /// with another size or tag, with the tenant's own keys on both stores, so a
 /// resumed pass copies only what is left. With `delete`, also deletes from
@@ -300,35 +310,91 @@ async fn copy_media(
 ) -> Result<CopiedMedia, JobError> {
     let from = tenant_data::connect(services, source).await?.media;
     let to = tenant_data::connect(services, target).await?.media;
-    let present: std::collections::HashMap<String, (u64, Option<String>)> = to
-        .list_objects("")
-        .await?
-        .into_iter()
-        .map(|object| (object.key, (object.size, object.etag)))
-        .collect();
-    let wanted = from.list_objects("").await?;
+    let sync = media_sync(
+        from.list_objects("").await?,
+        to.list_objects("").await?,
+        delete,
+    );
     let mut copied = CopiedMedia::default();
-    for object in &wanted {
-        let same = present.get(&object.key).is_some_and(|(size, etag)| {
-            *size == object.size && etag.is_some() && *etag == object.etag
-        });
-        if same {
-            continue;
+    let mut copies = stream::iter(sync.copy)
+        .map(|object| copy_object(from.clone(), to.clone(), object.key))
+        .buffer_unordered(MEDIA_COPIES_IN_FLIGHT);
+    while let Some(size) = copies.try_next().await? {
+        if let Some(size) = size {
+            copied.objects += 1;
+            copied.bytes += size;
         }
-        let (size, reader) = from.get_reader(&object.key).await?;
-        to.put_reader(&object.key, size, reader).await?;
-        copied.objects += 1;
-        copied.bytes += size;
     }
-    if delete {
-        let kept: std::collections::HashSet<&str> =
-            wanted.iter().map(|object| object.key.as_str()).collect();
-        for key in present.keys().filter(|key| !kept.contains(key.as_str())) {
-            to.delete(key).await?;
-            copied.deleted += 1;
-        }
+    let mut deletions = stream::iter(sync.delete)
+        .map(|key| delete_object(to.clone(), key))
+        .buffer_unordered(MEDIA_COPIES_IN_FLIGHT);
+    while deletions.try_next().await?.is_some() {
+        copied.deleted += 1;
     }
     Ok(copied)
+}
+
+/// Streams one object from `from` to `to` and returns its size, or `None`
+/// when it was deleted since the listing (the instance may still run): the
+/// next pass finds it gone, and deletes it from the target if it got there.
+/// A store too busy for one of the copies running at once is asked again,
+/// from the GET on, as the body is streamed rather than kept.
+async fn copy_object(
+    from: ObjectStore,
+    to: ObjectStore,
+    key: String,
+) -> Result<Option<u64>, JobError> {
+    let copy = || async {
+        let (size, reader) = from.get_reader(&key).await?;
+        to.put_reader(&key, size, reader).await?;
+        Ok(size)
+    };
+    match when_busy(copy).await {
+        Ok(size) => Ok(Some(size)),
+        Err(TenancyError::Rejected { status: 404, .. }) => Ok(None),
+        Err(err) => Err(err.into()),
+    }
+}
+
+async fn delete_object(store: ObjectStore, key: String) -> Result<(), JobError> {
+    Ok(when_busy(|| store.delete(&key)).await?)
+}
+
+/// What one pass of the media copy has to do.
+#[derive(Debug, PartialEq, Eq)]
+struct MediaSync {
+    /// The source's objects the target lacks or holds otherwise, in the
+    /// source's order.
+    copy: Vec<StoredObject>,
+    /// The target's keys the source no longer has, in order.
+    delete: Vec<String>,
+}
+
+/// Compares the listings of the source and the target bucket. An object is
+/// left alone only when the target holds it with the same size and the same
+/// tag; without a tag to compare, it is copied again. Deletions are planned
+/// only with `delete`, as the pass while the instance runs never deletes.
+fn media_sync(source: Vec<StoredObject>, target: Vec<StoredObject>, delete: bool) -> MediaSync {
+    let mut present: HashMap<String, StoredObject> = target
+        .into_iter()
+        .map(|object| (object.key.clone(), object))
+        .collect();
+    let mut copy = Vec::new();
+    for object in source {
+        let same = present.remove(&object.key).is_some_and(|held| {
+            held.size == object.size && held.etag.is_some() && held.etag == object.etag
+        });
+        if !same {
+            copy.push(object);
+        }
+    }
+    let mut delete = if delete {
+        present.into_keys().collect()
+    } else {
+        Vec::new()
+    };
+    delete.sort();
+    MediaSync { copy, delete }
 }
 
 /// The instance as the job found it, unless someone asked to delete it meanwhile.
@@ -576,4 +642,74 @@ pub(crate) async fn resume_on_source(
         )
     };
     tenant_data::remove_all(services, &target).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(key: &str, size: u64, etag: Option<&str>) -> StoredObject {
+        StoredObject {
+            key: key.to_owned(),
+            size,
+            etag: etag.map(str::to_owned),
+        }
+    }
+
+    fn keys(objects: &[StoredObject]) -> Vec<&str> {
+        objects.iter().map(|object| object.key.as_str()).collect()
+    }
+
+    #[test]
+    fn only_what_the_target_lacks_or_holds_otherwise_is_copied() {
+        let source = vec![
+            object("same", 10, Some("\"a\"")),
+            object("new", 5, Some("\"b\"")),
+            object("resized", 7, Some("\"c\"")),
+            object("rewritten", 3, Some("\"d2\"")),
+            object("untagged", 4, None),
+        ];
+        let target = vec![
+            object("same", 10, Some("\"a\"")),
+            object("resized", 6, Some("\"c\"")),
+            object("rewritten", 3, Some("\"d1\"")),
+            object("untagged", 4, None),
+        ];
+        let sync = media_sync(source, target, false);
+        assert_eq!(
+            keys(&sync.copy),
+            ["new", "resized", "rewritten", "untagged"]
+        );
+        assert!(sync.delete.is_empty());
+    }
+
+    #[test]
+    fn a_second_pass_over_an_unchanged_bucket_does_nothing() {
+        let objects = vec![object("a", 1, Some("\"x\"")), object("b", 2, Some("\"y\""))];
+        assert_eq!(
+            media_sync(objects.clone(), objects, true),
+            MediaSync {
+                copy: Vec::new(),
+                delete: Vec::new(),
+            }
+        );
+    }
+
+    #[test]
+    fn what_the_source_lost_is_deleted_only_when_asked() {
+        let source = vec![object("kept", 1, Some("\"k\""))];
+        let target = vec![
+            object("gone-b", 1, Some("\"g\"")),
+            object("kept", 1, Some("\"k\"")),
+            object("gone-a", 1, Some("\"h\"")),
+        ];
+        assert!(
+            media_sync(source.clone(), target.clone(), false)
+                .delete
+                .is_empty()
+        );
+        let sync = media_sync(source, target, true);
+        assert!(sync.copy.is_empty());
+        assert_eq!(sync.delete, ["gone-a", "gone-b"]);
+    }
 }

@@ -11,6 +11,7 @@ mod dump;
 mod error;
 mod garage;
 mod postgres;
+mod retry;
 mod s3;
 
 pub use dump::{PgTools, RestoreReport, looks_like_custom_dump};
@@ -20,4 +21,5 @@ pub use postgres::{
     DatabaseServer, DatabaseState, RolePassword, RoleState, SchemaState, TenantCredentials,
     TenantDatabase, TenantState, generate_password, schema_migration_version,
 };
+pub use retry::when_busy;
 pub use s3::{ObjectStore, StoredObject};

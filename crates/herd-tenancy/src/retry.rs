@@ -1,14 +1,14 @@
 use std::future::Future;
 use std::time::Duration;
 
-use herd_tenancy::TenancyError;
+use crate::TenancyError;
 
 const ATTEMPTS: u32 = 8;
 
 /// Runs an S3 request again when the store answers that it is busy. S3
 /// clients are expected to retry those answers, and Garage gives them under
 /// bulk load when its metadata database is locked.
-pub(crate) async fn when_busy<T, F, Fut>(mut request: F) -> Result<T, TenancyError>
+pub async fn when_busy<T, F, Fut>(mut request: F) -> Result<T, TenancyError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, TenancyError>>,
