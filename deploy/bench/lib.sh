@@ -25,9 +25,11 @@ bench_on_fresh_stack() {
     [[ -z "$nodes" ]] || export HERD_KUBE_NODES="$nodes"
     # The API server's audit log lets a benchmark count requests per client.
     export HERD_KUBE_AUDIT=1
-    bash deploy/stack.sh up --state-dir "$state" --free-ports >&2
+    # `set -e` does not hold in a subshell whose status is tested: each
+    # step stops the run itself.
+    bash deploy/stack.sh up --state-dir "$state" --free-ports >&2 || exit 1
     # shellcheck disable=SC1091
-    source "$state/env"
+    source "$state/env" || exit 1
     # shellcheck disable=SC2086
     "$BENCH_BIN/herd-bench" "$@" --herd "$BENCH_BIN/herd" --work-dir "$state/bench" \
       ${HERD_BENCH_ARGS:-}
