@@ -4,10 +4,10 @@
 //! Most passes are woken by a child's status changing (pods turning Ready,
 //! the setup Job completing) with nothing to write: such a pass judges the
 //! status from the watches' stores and sends no request unless the status
-//! changed. Children are written when the desired set changes, when one is
-//! deleted or its spec changed by someone else, on the first pass of this
-//! process and on a periodic resync. Pruning reads the same stores, so no
-//! pass lists anything.
+//! changed (a change of its messages alone at most every 10 s). Children are
+//! written when the desired set changes, when one is deleted or its spec
+//! changed by someone else, on the first pass of this process and on a
+//! periodic resync. Pruning reads the same stores, so no pass lists anything.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -29,7 +29,7 @@ use super::applied::{
     Applied, AppliedSets, ChildKey, Due, WATCH_LAG, Written, desired_hash, due, to_write,
 };
 use super::backoff::FailureBackoff;
-use super::status::{Observed, compute_status, recheck_after};
+use super::status::{Observed, StatusWrites, compute_status, recheck_after};
 use super::stores::ChildStores;
 use super::{ReconcileError, TenantBackend, apply, cleanup, status};
 use crate::children::{ClusterProfile, namespace_name};
@@ -53,6 +53,7 @@ struct Context<B> {
     backoff: FailureBackoff,
     stores: ChildStores,
     applied: Arc<AppliedSets>,
+    status_writes: StatusWrites,
 }
 
 /// The reconciler of a cluster, configured before it runs.
@@ -113,6 +114,7 @@ impl<B: TenantBackend> Reconciler<B> {
             backoff: FailureBackoff::new(RETRY_BASE, RETRY_MAX),
             stores,
             applied,
+            status_writes: StatusWrites::default(),
         });
         tracing::info!("reconciler started");
         applier(
@@ -166,6 +168,7 @@ async fn reconcile<B: TenantBackend>(
                         cleanup::cleanup(&context.client, context.backend.as_ref(), &instance)
                             .await?;
                     context.applied.forget(&instance.spec.instance.instance_id);
+                    context.status_writes.forget(&instance.name_any());
                     Ok(action)
                 }
             }
@@ -252,14 +255,23 @@ async fn apply_instance<B: TenantBackend>(
     }
     let observed = Observed::seen(&context.stores, &children, &applied);
     let status = compute_status(instance, &namespace, &observed, &status::now());
-    status::report(api, context.backend.as_ref(), instance, &status).await?;
+    let unwritten = status::report(
+        api,
+        context.backend.as_ref(),
+        &context.status_writes,
+        instance,
+        &status,
+    )
+    .await?;
     tracing::debug!(phase = ?status.phase, children = children.len(), "reconciled");
     let now = Instant::now();
     let resync = applied.resync_at.saturating_duration_since(now);
     // One more look once the watches must have caught up with this pass's
     // writes: an edit made meanwhile could not be told from lag until then.
     let settled = (applied.at + WATCH_LAG).saturating_duration_since(now);
-    let recheck = recheck_after(&status).min(resync);
+    let recheck = recheck_after(&status)
+        .min(resync)
+        .min(unwritten.unwrap_or(Duration::MAX));
     Ok(Action::requeue(if settled.is_zero() {
         recheck
     } else {

@@ -1,8 +1,9 @@
 //! How an instance fares, judged from its Deployments and setup Job, and how
 //! that judgement reaches the resource's status and Herd's database.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
@@ -24,6 +25,11 @@ use crate::crd::{
 const RECHECK_PROGRESSING: Duration = Duration::from_secs(10);
 const RECHECK_DEGRADED: Duration = Duration::from_secs(60);
 const RECHECK_READY: Duration = Duration::from_secs(300);
+/// A status that differs from the written one only in its messages (one
+/// more pod available) is written at most this often: such a change decides
+/// nothing, and every write is a request that wakes each watcher of the
+/// resource. During a fleet upgrade these were most of Herd's requests.
+const MESSAGES_AT_MOST_EVERY: Duration = Duration::from_secs(10);
 
 /// The workloads of one instance as the API server last reported them.
 #[derive(Debug, Default)]
@@ -256,21 +262,84 @@ pub(crate) fn recheck_after(status: &MastodonInstanceStatus) -> Duration {
     }
 }
 
-/// Writes `status` when it differs from what the resource carries. Unchanged
-/// statuses are not written: every write wakes the controller again. The
-/// backend hears of the change first, so when it fails nothing is written and
-/// the next pass, seeing the same difference, tells it again.
+/// When this process last wrote each instance's status.
+#[derive(Debug, Default)]
+pub(crate) struct StatusWrites(Mutex<HashMap<String, Instant>>);
+
+impl StatusWrites {
+    fn last(&self, name: &str) -> Option<Instant> {
+        self.0.lock().expect("status writes").get(name).copied()
+    }
+
+    fn wrote(&self, name: &str, at: Instant) {
+        self.0
+            .lock()
+            .expect("status writes")
+            .insert(name.to_owned(), at);
+    }
+
+    pub(crate) fn forget(&self, name: &str) {
+        self.0.lock().expect("status writes").remove(name);
+    }
+}
+
+/// Whether `status` needs writing over `written` at `now`, given when this
+/// process last wrote it: `Err` holds how long a change of messages only
+/// waits. A change of verdict, phase or generation is written at once.
+fn write_due(
+    written: Option<&MastodonInstanceStatus>,
+    status: &MastodonInstanceStatus,
+    last_write: Option<Instant>,
+    now: Instant,
+) -> Result<bool, Duration> {
+    let Some(written) = written else {
+        return Ok(true);
+    };
+    if written == status {
+        return Ok(false);
+    }
+    let wait = last_write
+        .map(|at| (at + MESSAGES_AT_MOST_EVERY).saturating_duration_since(now))
+        .unwrap_or_default();
+    if wait.is_zero() || !differs_in_messages_only(written, status) {
+        Ok(true)
+    } else {
+        Err(wait)
+    }
+}
+
+fn differs_in_messages_only(a: &MastodonInstanceStatus, b: &MastodonInstanceStatus) -> bool {
+    let without_messages = |s: &MastodonInstanceStatus| {
+        let mut s = s.clone();
+        for condition in &mut s.conditions {
+            condition.message.clear();
+        }
+        s
+    };
+    without_messages(a) == without_messages(b)
+}
+
+/// Writes `status` when it differs from what the resource carries, and
+/// answers how soon to look again when a change of messages only has to
+/// wait. Unchanged statuses are not written: every write wakes the
+/// controller again. The backend hears of the change first, so when it fails
+/// nothing is written and the next pass, seeing the same difference, tells
+/// it again.
 pub(crate) async fn report<B: TenantBackend>(
     api: &Api<MastodonInstance>,
     backend: &B,
+    writes: &StatusWrites,
     instance: &MastodonInstance,
     status: &MastodonInstanceStatus,
-) -> Result<(), ReconcileError> {
-    if instance.status.as_ref() == Some(status) {
-        return Ok(());
+) -> Result<Option<Duration>, ReconcileError> {
+    let name = instance.name_any();
+    let now = Instant::now();
+    match write_due(instance.status.as_ref(), status, writes.last(&name), now) {
+        Ok(false) => return Ok(None),
+        Err(wait) => return Ok(Some(wait)),
+        Ok(true) => {}
     }
     backend.status_changed(instance, status).await?;
-    let name = instance.name_any();
     api.patch_status(
         &name,
         &PatchParams::default(),
@@ -278,7 +347,8 @@ pub(crate) async fn report<B: TenantBackend>(
     )
     .await
     .map_err(ReconcileError::api(format!("writing the status of {name}")))?;
-    Ok(())
+    writes.wrote(&name, now);
+    Ok(None)
 }
 
 /// The current time in the format of `metav1.Time`.
@@ -553,6 +623,42 @@ mod tests {
         assert_eq!(condition(&second, READY).last_transition_time, NOW);
         assert_eq!(condition(&second, PROGRESSING).last_transition_time, NOW);
         assert_eq!(condition(&second, DEGRADED).last_transition_time, EARLIER);
+    }
+
+    #[test]
+    fn a_change_of_messages_only_waits_for_its_turn_and_a_change_of_verdict_does_not() {
+        let rolling = |available| {
+            let observed = observed(vec![deployment("web", 3, available)], Some("Complete"));
+            compute_status(&instance(false, None), "mi-i1", &observed, EARLIER)
+        };
+        let (one, two, three) = (rolling(1), rolling(2), rolling(3));
+        let start = Instant::now();
+        let later = |seconds| start + Duration::from_secs(seconds);
+
+        assert_eq!(write_due(None, &one, None, start), Ok(true));
+        assert_eq!(
+            write_due(Some(&one), &one, Some(start), later(60)),
+            Ok(false)
+        );
+        assert_eq!(
+            write_due(Some(&one), &two, Some(start), later(4)),
+            Err(Duration::from_secs(6)),
+            "one more pod available"
+        );
+        assert_eq!(
+            write_due(Some(&one), &two, Some(start), later(10)),
+            Ok(true)
+        );
+        assert_eq!(
+            write_due(Some(&one), &two, None, start),
+            Ok(true),
+            "nothing written by this process yet"
+        );
+        assert_eq!(
+            write_due(Some(&two), &three, Some(start), later(1)),
+            Ok(true),
+            "ready now"
+        );
     }
 
     /// `object` in the test instance's namespace, as the API server holds it.
