@@ -199,6 +199,20 @@ pub async fn load_instance(
     row.map(Instance::try_from).transpose()
 }
 
+/// Holds the instance's row until the transaction ends, so that what the
+/// caller checks next (the operations under way) stays true until its own
+/// change commits: a second request waits here, then sees that change.
+pub async fn lock_instance(conn: &mut AsyncPgConnection, id: Uuid) -> Result<(), DbError> {
+    instances::table
+        .find(id)
+        .select(instances::id)
+        .for_update()
+        .first::<Uuid>(conn)
+        .await
+        .optional()?;
+    Ok(())
+}
+
 /// The instances the principal may see, newest first, deleted ones left out.
 pub async fn list_instances(
     conn: &mut AsyncPgConnection,

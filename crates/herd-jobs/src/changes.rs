@@ -107,14 +107,15 @@ pub(crate) struct OperationStart<'a> {
 }
 
 /// Refuses `request` with [`JobError::OperationInProgress`] while an
-/// operation under way on the instance keeps it from starting. Two requests
-/// racing past this check both change the instance's state, whose update
-/// admits only the first.
+/// operation under way on the instance keeps it from starting. In a
+/// transaction the instance's row stays locked until it ends, so of two
+/// simultaneous requests the second waits and is refused the same way.
 pub async fn ensure_free(
     conn: &mut AsyncPgConnection,
     instance_id: Uuid,
     request: Request,
 ) -> Result<(), JobError> {
+    herd_db::instances::lock_instance(conn, instance_id).await?;
     let under_way = herd_db::operations::under_way(conn, instance_id).await?;
     match under_way
         .into_iter()

@@ -88,6 +88,11 @@ impl Child {
         self.object.metadata.name.as_deref().unwrap_or_default()
     }
 
+    /// The child's namespace: `None` for the namespace itself.
+    pub fn namespace(&self) -> Option<&str> {
+        self.object.metadata.namespace.as_deref()
+    }
+
     pub fn gvk(&self) -> GroupVersionKind {
         GroupVersionKind::gvk(
             &self.resource.group,

@@ -1,6 +1,7 @@
 //! Scaling by hand through `herd serve` on the real local stack: an
 //! operator's scaling shows in the cluster (replicas, `DB_POOL`, the quota)
-//! and in the audit trail; a layout Mastodon does not support changes nothing.
+//! and in the audit trail; a layout Mastodon does not support changes nothing;
+//! of simultaneous requests one starts and the others are told it runs.
 
 mod support;
 
@@ -78,8 +79,22 @@ async fn an_operators_scaling_reaches_replicas_threads_and_quota() {
         "a refused scaling changes nothing"
     );
 
-    let (status, body) = operator.call(Method::PATCH, &path, Some(scaling)).await;
-    assert_eq!(status, 202, "{body}");
+    // Sent together: one starts, the others find it under way.
+    let answers = futures::future::join_all(
+        (0..4).map(|_| operator.call(Method::PATCH, &path, Some(scaling.clone()))),
+    )
+    .await;
+    let (accepted, refused): (Vec<_>, Vec<_>) =
+        answers.into_iter().partition(|(status, _)| *status == 202);
+    assert_eq!(accepted.len(), 1, "{refused:?}");
+    for (status, problem) in &refused {
+        assert_eq!(
+            (*status, problem["code"].as_str()),
+            (409, Some("operation_in_progress")),
+            "{problem}"
+        );
+    }
+    let body = &accepted[0].1;
     assert_eq!(body["operation"]["kind"], "scale");
     operator
         .assert_succeeds(body["operation"]["id"].as_str().unwrap(), DEADLINE)

@@ -55,7 +55,7 @@ pub(crate) async fn apply_all(
     let apply = PatchParams::apply(FIELD_MANAGER).force();
     let mut applied = HashMap::with_capacity(children.len());
     for child in namespaces.into_iter().chain(rest) {
-        let api: Api<DynamicObject> = match child.object.metadata.namespace.as_deref() {
+        let api: Api<DynamicObject> = match child.namespace() {
             Some(namespace) => Api::namespaced_with(client.clone(), namespace, &child.resource),
             None => Api::all_with(client.clone(), &child.resource),
         };
@@ -88,12 +88,7 @@ async fn create_once(
     child: &Child,
 ) -> Result<ObjectMeta, ReconcileError> {
     let what = describe(&child.resource, child.name());
-    let namespace = child
-        .object
-        .metadata
-        .namespace
-        .as_deref()
-        .unwrap_or_default();
+    let namespace = child.namespace().unwrap_or_default();
     let (metadata, suspended) = match stores.job(namespace, child.name()) {
         Some(seen) => (
             seen.metadata.clone(),

@@ -48,12 +48,7 @@ impl Observed {
         let mut observed = Observed::default();
         for child in children {
             let written = applied.children.get(&ChildKey::of(child));
-            let namespace = child
-                .object
-                .metadata
-                .namespace
-                .as_deref()
-                .unwrap_or_default();
+            let namespace = child.namespace().unwrap_or_default();
             if is_kind::<Deployment>(&child.resource) {
                 let seen = stores.deployment(namespace, child.name());
                 observed.deployments.push(current(seen, child, written));

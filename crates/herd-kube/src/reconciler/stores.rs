@@ -128,7 +128,7 @@ impl ChildStores {
 
     pub(crate) fn seen(&self, child: &Child) -> Option<Seen> {
         let name = child.name();
-        let namespace = child.object.metadata.namespace.as_deref();
+        let namespace = child.namespace();
         if is_kind::<Deployment>(&child.resource) {
             get(&self.deployments, ObjectRef::new(name), namespace).map(|d| Seen::of(&*d))
         } else if is_kind::<Job>(&child.resource) {
