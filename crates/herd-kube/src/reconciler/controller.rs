@@ -4,7 +4,7 @@
 //! Most passes are woken by a child's status changing (pods turning Ready,
 //! the setup Job completing) with nothing to write: such a pass judges the
 //! status from the watches' stores and sends no request unless the status
-//! changed (a change of its messages alone at most every 10 s). Children are
+//! changed (a change of its messages alone at most every 30 s). Children are
 //! written when the desired set changes, when one is deleted or its spec
 //! changed by someone else, on the first pass of this process and on a
 //! periodic resync. Pruning reads the same stores, so no pass lists anything.

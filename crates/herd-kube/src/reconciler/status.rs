@@ -29,7 +29,7 @@ const RECHECK_READY: Duration = Duration::from_secs(300);
 /// more pod available) is written at most this often: such a change decides
 /// nothing, and every write is a request that wakes each watcher of the
 /// resource. During a fleet upgrade these were most of Herd's requests.
-const MESSAGES_AT_MOST_EVERY: Duration = Duration::from_secs(10);
+const MESSAGES_AT_MOST_EVERY: Duration = Duration::from_secs(30);
 
 /// The workloads of one instance as the API server last reported them.
 #[derive(Debug, Default)]
@@ -637,11 +637,11 @@ mod tests {
         );
         assert_eq!(
             write_due(Some(&one), &two, Some(start), later(4)),
-            Err(Duration::from_secs(6)),
+            Err(Duration::from_secs(26)),
             "one more pod available"
         );
         assert_eq!(
-            write_due(Some(&one), &two, Some(start), later(10)),
+            write_due(Some(&one), &two, Some(start), later(30)),
             Ok(true)
         );
         assert_eq!(
