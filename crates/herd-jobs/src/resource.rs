@@ -7,7 +7,7 @@ use herd_core::tenant::TenantNames;
 use herd_db::fleet::{DatabaseServerAccess, ObjectStoreAccess};
 use herd_db::instances::Instance;
 use herd_db::upgrades::Upgrade;
-use herd_kube::crd::{MastodonInstance, MastodonInstanceSpec};
+use herd_kube::crd::{FINALIZER, MastodonInstance, MastodonInstanceSpec};
 use uuid::Uuid;
 
 use crate::{JobError, Services};
@@ -118,6 +118,10 @@ pub fn instance_resource(
     );
     resource.metadata.labels =
         Some([(LABEL_INSTALLATION.to_owned(), installation.to_owned())].into());
+    // Written with the resource rather than left to the reconciler's first
+    // pass, which would otherwise only add it and wait for the next one. Every
+    // apply carries it, so none takes it away from an instance being deleted.
+    resource.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
     resource
 }
 
@@ -197,6 +201,17 @@ mod tests {
         assert!(!spec.suspended);
         let labels = resource.metadata.labels.unwrap();
         assert_eq!(labels[LABEL_INSTALLATION], "production");
+    }
+
+    #[test]
+    fn every_apply_carries_the_finalizer() {
+        for state in [InstanceState::Provisioning, InstanceState::Suspended] {
+            let resource = build(state);
+            assert_eq!(
+                resource.metadata.finalizers,
+                Some(vec![FINALIZER.to_owned()])
+            );
+        }
     }
 
     #[test]
