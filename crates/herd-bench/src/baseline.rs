@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use tokio::process::Command;
 
 use crate::cluster::{Requests, kubectl};
+use crate::machine::StackCpu;
 use crate::round;
 
 /// Marks the loop's Deployments, so one list finds them all.
@@ -38,6 +39,7 @@ pub struct BaselineResult {
     seconds: f64,
     pub instances_per_second: f64,
     requests: Value,
+    stack_cpu: Value,
 }
 
 impl BaselineResult {
@@ -50,6 +52,7 @@ impl BaselineResult {
             "seconds_until_all_available": round(self.seconds),
             "instances_per_second": round(self.instances_per_second),
             "apiserver_requests": self.requests,
+            "stack_cpu": self.stack_cpu,
         })
     }
 }
@@ -154,6 +157,7 @@ pub async fn run(
         )?;
     }
     let before = Requests::now().await?;
+    let stack_cpu_before = StackCpu::now()?;
     eprintln!(
         "herd-bench: applying {} instances with kubectl",
         instances.len()
@@ -189,6 +193,7 @@ pub async fn run(
     }
     let seconds = started.elapsed().as_secs_f64();
     let after = Requests::now().await?;
+    let stack_cpu = StackCpu::now()?.since(&stack_cpu_before, instances.len());
     eprintln!("herd-bench: kubectl loop done after {seconds:.1}s");
     Ok(BaselineResult {
         parallel,
@@ -196,5 +201,6 @@ pub async fn run(
         seconds,
         instances_per_second: instances.len() as f64 / seconds,
         requests: after.since(&before, instances.len())?,
+        stack_cpu,
     })
 }

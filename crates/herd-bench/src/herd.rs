@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::cluster::Requests;
 use crate::installation::{Api, Installation};
+use crate::machine::StackCpu;
 use crate::{ProvisionArgs, round};
 
 /// Listing a thousand instances is itself load; once a second is enough.
@@ -27,6 +28,8 @@ pub struct HerdResult {
     /// Polls answered 503 while the instances were provisioned.
     pub unavailable_answers: u32,
     requests: Value,
+    herd_cpu_seconds: f64,
+    stack_cpu: Value,
 }
 
 impl HerdResult {
@@ -41,6 +44,8 @@ impl HerdResult {
             "peak_rss_mib": self.peak_rss_mib,
             "unavailable_answers": self.unavailable_answers,
             "apiserver_requests": self.requests,
+            "herd_cpu_seconds": round(self.herd_cpu_seconds),
+            "stack_cpu": self.stack_cpu,
         })
     }
 }
@@ -130,6 +135,8 @@ pub async fn run(args: &ProvisionArgs, deadline: Duration) -> anyhow::Result<Her
     let api = herd.api(token);
     let readiness = api.ready(Duration::from_secs(60)).await?;
     let before = Requests::now().await?;
+    let stack_cpu_before = StackCpu::now()?;
+    let herd_cpu_before = server.cpu_seconds()?;
 
     let started = Instant::now();
     order_all(
@@ -143,6 +150,8 @@ pub async fn run(args: &ProvisionArgs, deadline: Duration) -> anyhow::Result<Her
     let unavailable_answers = wait_all_running(&api, args.instances, started, deadline).await?;
     let seconds = started.elapsed().as_secs_f64();
     let after = Requests::now().await?;
+    let stack_cpu = StackCpu::now()?.since(&stack_cpu_before, args.instances);
+    let herd_cpu_seconds = server.cpu_seconds()? - herd_cpu_before;
     let peak_rss_mib = server.peak_rss_mib()?;
     drop(server);
     eprintln!(
@@ -159,5 +168,7 @@ pub async fn run(args: &ProvisionArgs, deadline: Duration) -> anyhow::Result<Her
         peak_rss_mib,
         unavailable_answers,
         requests: after.since(&before, args.instances)?,
+        herd_cpu_seconds,
+        stack_cpu,
     })
 }

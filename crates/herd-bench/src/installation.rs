@@ -225,6 +225,11 @@ impl Server {
     pub fn peak_rss_mib(&self) -> anyhow::Result<f64> {
         machine::peak_rss_mib(self.0.id()).context("reading herd's VmHWM")
     }
+
+    /// The CPU seconds this process used so far.
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        machine::cpu_seconds(self.0.id()).context("reading herd's CPU time")
+    }
 }
 
 impl Drop for Server {
