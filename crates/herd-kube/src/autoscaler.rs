@@ -14,30 +14,26 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::future::Future;
-use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use futures::{StreamExt, TryStreamExt, future, stream};
+use futures::{StreamExt, future, stream};
 use herd_core::autoscale::{self, AutoscalePolicy, Observation};
 use herd_core::plan::SidekiqGroup;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 use redis::IntoConnectionInfo;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::json;
 use thiserror::Error;
 
-use crate::children::{LABEL_MANAGED_BY, MANAGED_BY, namespace_name};
+use crate::children::namespace_name;
 use crate::crd::MastodonInstance;
 use crate::manifests::sidekiq_deployment_name;
-use crate::reconciler::{BackendError, TenantBackend};
+use crate::reconciler::{BackendError, TenantBackend, WatchedStores};
 
 /// The field manager of the replicas the autoscaler sets.
 pub const FIELD_MANAGER: &str = "herd-autoscaler";
@@ -123,7 +119,6 @@ pub struct Autoscaler<B> {
     client: Client,
     backend: Arc<B>,
     settings: AutoscalerSettings,
-    instance_selector: Option<String>,
     /// Since when each group (by instance id and group name) has been calm.
     calm: Mutex<HashMap<(String, String), SystemTime>>,
 }
@@ -134,45 +129,19 @@ impl<B: AutoscaleBackend> Autoscaler<B> {
             client,
             backend,
             settings,
-            instance_selector: None,
             calm: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Autoscales only the instances matching a label selector, as the
-    /// reconciler it runs beside.
-    pub fn instance_selector(mut self, selector: impl Into<String>) -> Autoscaler<B> {
-        self.instance_selector = Some(selector.into());
-        self
-    }
-
-    /// Runs until `shutdown` resolves. It reads the instances and their
-    /// Deployments from watches of its own rather than asking the API server
-    /// every interval: a fleet of a thousand instances would otherwise cost a
-    /// list and a thousand reads every fifteen seconds.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let mut instance_config = watcher::Config::default();
-        if let Some(selector) = &self.instance_selector {
-            instance_config = instance_config.labels(selector);
-        }
-        let (instances, instance_events) = watched(
-            Api::<MastodonInstance>::all(self.client.clone()),
-            instance_config,
-            |_| {},
-        );
-        // Only the replicas and the annotations are read: the pod template
-        // is most of a Deployment's size.
-        let (deployments, deployment_events) = watched(
-            Api::<Deployment>::all(self.client.clone()),
-            watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")),
-            |deployment: &mut Deployment| deployment.spec.template = PodTemplateSpec::default(),
-        );
-        let watching = stream::select(instance_events, deployment_events).for_each(|event| {
-            if let Err(err) = event {
-                tracing::warn!(error = %err, "autoscaler watch failed; retrying");
-            }
-            future::ready(())
-        });
+    /// Runs until `shutdown` resolves, on the reconciler's stores (see
+    /// [`crate::reconciler::Reconciler::alongside`]) rather than asking the
+    /// API server every interval: a fleet of a thousand instances would
+    /// otherwise cost a list and a thousand reads every fifteen seconds.
+    pub async fn run(self, stores: WatchedStores, shutdown: impl Future<Output = ()>) {
+        let WatchedStores {
+            instances,
+            deployments,
+        } = stores;
         let scaling = async {
             let listed = future::join(instances.wait_until_ready(), deployments.wait_until_ready());
             if let (Err(_), _) | (_, Err(_)) = listed.await {
@@ -186,7 +155,6 @@ impl<B: AutoscaleBackend> Autoscaler<B> {
             }
         };
         tokio::select! {
-            () = watching => {}
             () = scaling => {}
             () = shutdown => {}
         }
@@ -381,32 +349,6 @@ impl<B: AutoscaleBackend> Autoscaler<B> {
             .filter_map(|(queue, tail)| Some(((*queue).to_owned(), tail.into_iter().next()?)))
             .collect())
     }
-}
-
-/// A store of `K` kept by a watch, and the watch's events, which fill the
-/// store as they are polled. Managed fields are dropped as they are never read.
-fn watched<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    mut trim: impl FnMut(&mut K) + Send + 'static,
-) -> (
-    Store<K>,
-    impl futures::Stream<Item = Result<(), watcher::Error>>,
-)
-where
-    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Clone + Eq + Hash,
-{
-    let (store, writer) = reflector::store();
-    let events = watcher(api, config)
-        .default_backoff()
-        .modify(move |object: &mut K| {
-            object.meta_mut().managed_fields = None;
-            trim(object);
-        })
-        .reflect(writer)
-        .map_ok(|_| ());
-    (store, events)
 }
 
 /// A group waits as long as its slowest queue.

@@ -164,16 +164,12 @@ async fn start_reconciler(
     let profile = services.profile.clone();
     let autoscaler = autoscaler.clone();
     tokio::spawn(election.run_while_holding(shutdown, move |lost| {
-        let reconciler = Reconciler::new(client.clone(), backend.clone(), profile.clone())
-            .instance_selector(selector.clone());
-        let autoscaler = Autoscaler::new(client.clone(), backend.clone(), autoscaler.clone())
-            .instance_selector(selector.clone());
-        async move {
-            tokio::join!(
-                reconciler.run(lost.clone().cancelled_owned()),
-                autoscaler.run(lost.cancelled_owned()),
-            );
-        }
+        let autoscaler = Autoscaler::new(client.clone(), backend.clone(), autoscaler.clone());
+        let autoscaler_stops = lost.clone().cancelled_owned();
+        Reconciler::new(client.clone(), backend.clone(), profile.clone())
+            .instance_selector(selector.clone())
+            .alongside(move |stores| Box::pin(autoscaler.run(stores, autoscaler_stops)))
+            .run(lost.cancelled_owned())
     }));
     tracing::info!(%cluster, "reconciling and autoscaling the cluster's instances while holding its lease");
     Ok(())

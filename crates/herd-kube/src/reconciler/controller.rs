@@ -14,11 +14,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use futures::{StreamExt, stream};
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::runtime::controller::{Action, Config, Error as ControllerError, trigger_self};
 use kube::runtime::finalizer::{Event, finalizer};
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::store::Writer;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::utils::CancelableJoinHandle;
 use kube::runtime::{WatchStreamExt, applier, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -62,7 +64,19 @@ pub struct Reconciler<B> {
     backend: Arc<B>,
     profile: ClusterProfile,
     instance_selector: Option<String>,
+    alongside: Option<Alongside>,
 }
+
+/// The instances and their Deployments as the reconciler's watches show
+/// them, for a task that runs beside it and needs no watches of its own.
+/// Deployments come without their pod template and managed fields.
+#[derive(Clone)]
+pub struct WatchedStores {
+    pub instances: Store<MastodonInstance>,
+    pub deployments: Store<Deployment>,
+}
+
+type Alongside = Box<dyn FnOnce(WatchedStores) -> BoxFuture<'static, ()> + Send>;
 
 impl<B: TenantBackend> Reconciler<B> {
     pub fn new(client: Client, backend: Arc<B>, profile: ClusterProfile) -> Reconciler<B> {
@@ -71,7 +85,18 @@ impl<B: TenantBackend> Reconciler<B> {
             backend,
             profile,
             instance_selector: None,
+            alongside: None,
         }
+    }
+
+    /// Runs `task` beside the reconciler, from its start, on the stores its
+    /// watches fill; the task stops on its own.
+    pub fn alongside(
+        mut self,
+        task: impl FnOnce(WatchedStores) -> BoxFuture<'static, ()> + Send + 'static,
+    ) -> Reconciler<B> {
+        self.alongside = Some(Box::new(task));
+        self
     }
 
     /// Reconciles only the instances matching a label selector, so several
@@ -105,6 +130,12 @@ impl<B: TenantBackend> Reconciler<B> {
         // reach the instance's status without waiting for a requeue.
         let applied = Arc::new(AppliedSets::default());
         let (stores, children) = ChildStores::watch(&client, &store, &applied);
+        let alongside = self.alongside.map(|task| {
+            task(WatchedStores {
+                instances: store.clone(),
+                deployments: stores.deployments(),
+            })
+        });
         let queue =
             stream::select_all(children.into_iter().chain([own.boxed()])).take_until(shutdown);
         let context = Arc::new(Context {
@@ -117,7 +148,7 @@ impl<B: TenantBackend> Reconciler<B> {
             status_writes: StatusWrites::default(),
         });
         tracing::info!("reconciler started");
-        applier(
+        let reconciling = applier(
             |instance, context| {
                 // A task per pass, so passes run on every worker thread.
                 CancelableJoinHandle::spawn(
@@ -133,8 +164,13 @@ impl<B: TenantBackend> Reconciler<B> {
                 .debounce(DEBOUNCE)
                 .concurrency(CONCURRENCY),
         )
-        .for_each(|result| async move { log_outcome(result) })
-        .await;
+        .for_each(|result| async move { log_outcome(result) });
+        match alongside {
+            Some(task) => {
+                futures::join!(reconciling, task);
+            }
+            None => reconciling.await,
+        }
         tracing::info!("reconciler stopped");
     }
 }

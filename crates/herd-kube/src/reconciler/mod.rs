@@ -24,7 +24,7 @@ use thiserror::Error;
 use crate::children::InstanceSecrets;
 use crate::crd::{MastodonInstance, MastodonInstanceStatus};
 
-pub use controller::{Reconciler, run};
+pub use controller::{Reconciler, WatchedStores, run};
 pub use install::install_crd;
 
 /// What the reconciler needs from the part of Herd that owns the tenant's

@@ -144,6 +144,10 @@ impl ChildStores {
         }
     }
 
+    pub(crate) fn deployments(&self) -> Store<Deployment> {
+        self.deployments.clone()
+    }
+
     pub(crate) fn deployment(&self, namespace: &str, name: &str) -> Option<Arc<Deployment>> {
         self.deployments
             .get(&ObjectRef::new(name).within(namespace))
