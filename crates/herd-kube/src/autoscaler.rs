@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use futures::{StreamExt, future, stream};
@@ -46,6 +46,9 @@ const REDIS_PASSWORD: &str = "REDIS_PASSWORD";
 const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Instances looked at together.
 const CONCURRENCY: usize = 16;
+/// An unreadable Redis is tried again at every this many looks (once a
+/// minute at the default interval).
+const UNREADABLE_RETRY_EVERY: u32 = 4;
 
 /// How the autoscaler decides and where it finds each tenant's Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +124,7 @@ pub struct Autoscaler<B> {
     settings: AutoscalerSettings,
     /// Since when each group (by instance id and group name) has been calm.
     calm: Mutex<HashMap<(String, String), SystemTime>>,
+    unreadable: Mutex<UnreadableRedis>,
 }
 
 impl<B: AutoscaleBackend> Autoscaler<B> {
@@ -130,6 +134,7 @@ impl<B: AutoscaleBackend> Autoscaler<B> {
             backend,
             settings,
             calm: Mutex::new(HashMap::new()),
+            unreadable: Mutex::new(UnreadableRedis::default()),
         }
     }
 
@@ -169,6 +174,9 @@ impl<B: AutoscaleBackend> Autoscaler<B> {
             .collect();
         self.calm_lock()
             .retain(|(instance, _), _| present.contains(instance.as_str()));
+        lock(&self.unreadable)
+            .looks_since_failure
+            .retain(|instance, _| present.contains(instance.as_str()));
         stream::iter(&instances)
             .for_each_concurrent(CONCURRENCY, |instance| async move {
                 if let Err(err) = self.instance(instance, deployments).await {
@@ -182,8 +190,39 @@ impl<B: AutoscaleBackend> Autoscaler<B> {
             .await;
     }
 
-    fn calm_lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), SystemTime>> {
-        self.calm.lock().unwrap_or_else(|p| p.into_inner())
+    /// The oldest job of each queue, or `None` when the tenant's Redis
+    /// cannot be read, which is recorded and logged once per spell.
+    async fn read_oldest_jobs(
+        &self,
+        instance: &MastodonInstance,
+        namespace: &str,
+        queues: &[&str],
+    ) -> Option<HashMap<String, String>> {
+        let instance_id = &instance.spec.instance.instance_id;
+        match self.oldest_jobs(instance, namespace, queues).await {
+            Ok(jobs) => {
+                if lock(&self.unreadable).readable(instance_id) {
+                    tracing::info!(instance = %instance_id, "queue latency readable again");
+                }
+                Some(jobs)
+            }
+            Err(err) => {
+                if lock(&self.unreadable).failed(instance_id) {
+                    tracing::warn!(
+                        instance = %instance_id,
+                        error = %err,
+                        "cannot read queue latency; scaling within the plan's bounds until it can"
+                    );
+                } else {
+                    tracing::debug!(instance = %instance_id, error = %err, "cannot read queue latency");
+                }
+                None
+            }
+        }
+    }
+
+    fn calm_lock(&self) -> MutexGuard<'_, HashMap<(String, String), SystemTime>> {
+        lock(&self.calm)
     }
 
     async fn instance(
@@ -217,12 +256,10 @@ impl<B: AutoscaleBackend> Autoscaler<B> {
             .flat_map(|(group, _)| group.queues.iter().map(|q| q.name.as_str()))
             .collect();
         // Without its latency a group still returns within its bounds.
-        let oldest_jobs = match self.oldest_jobs(instance, &namespace, &queues).await {
-            Ok(jobs) => Some(jobs),
-            Err(err) => {
-                tracing::warn!(instance = %spec.instance_id, error = %err, "cannot read queue latency");
-                None
-            }
+        let oldest_jobs = if lock(&self.unreadable).skips(&spec.instance_id) {
+            None
+        } else {
+            self.read_oldest_jobs(instance, &namespace, &queues).await
         };
         let now = SystemTime::now();
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &namespace);
@@ -351,6 +388,45 @@ impl<B: AutoscaleBackend> Autoscaler<B> {
     }
 }
 
+/// Instances whose Redis could not be read at the last try, with the looks
+/// since: a Redis out of reach usually stays so for a while, so it is tried
+/// again only every [`UNREADABLE_RETRY_EVERY`] looks, and warned about once
+/// per spell rather than at every look.
+#[derive(Debug, Default)]
+struct UnreadableRedis {
+    looks_since_failure: HashMap<String, u32>,
+}
+
+impl UnreadableRedis {
+    /// Whether this look leaves the instance's Redis out: unreadable at the
+    /// last try and not due again yet.
+    fn skips(&mut self, instance_id: &str) -> bool {
+        let Some(looks) = self.looks_since_failure.get_mut(instance_id) else {
+            return false;
+        };
+        *looks += 1;
+        *looks < UNREADABLE_RETRY_EVERY
+    }
+
+    /// Records a failed read; true when it starts a spell.
+    fn failed(&mut self, instance_id: &str) -> bool {
+        self.looks_since_failure
+            .insert(instance_id.to_owned(), 0)
+            .is_none()
+    }
+
+    /// Records a successful read; true when it ends a spell.
+    fn readable(&mut self, instance_id: &str) -> bool {
+        self.looks_since_failure.remove(instance_id).is_some()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// A group waits as long as its slowest queue.
 fn group_latency(
     group: &SidekiqGroup,
@@ -420,5 +496,23 @@ mod tests {
             .redis_url
             .replace("{namespace}", "mi-0193a5c27f1e");
         assert_eq!(url, "redis://redis.mi-0193a5c27f1e.svc:6379/0");
+    }
+
+    #[test]
+    fn an_unreadable_redis_is_tried_again_every_few_looks_and_reported_once() {
+        let mut unreadable = UnreadableRedis::default();
+        assert!(!unreadable.skips("a"));
+        assert!(unreadable.failed("a"));
+        let tried: Vec<bool> = (0..8).map(|_| !unreadable.skips("a")).collect();
+        assert_eq!(
+            tried,
+            [false, false, false, true, true, true, true, true],
+            "due again at the fourth look"
+        );
+        assert!(!unreadable.failed("a"), "the same spell");
+        assert!(unreadable.skips("a"));
+        assert!(unreadable.readable("a"));
+        assert!(!unreadable.readable("a"));
+        assert!(!unreadable.skips("a"));
     }
 }
