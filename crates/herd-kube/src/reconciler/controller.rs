@@ -45,8 +45,12 @@ const RETRY_MAX: Duration = Duration::from_secs(300);
 const NAMESPACE_POLL: Duration = Duration::from_secs(2);
 /// Bursts of child events (pods becoming ready one by one) collapse into one pass.
 const DEBOUNCE: Duration = Duration::from_secs(1);
-/// Bounds the load on the API server after a restart, when every instance is due at once.
-const CONCURRENCY: u16 = 16;
+/// Passes at once. Each pass sends its writes one after the other, so with
+/// few passes a burst of new instances waits for a free one (at 16, the
+/// median instance of an N = 1,000 provisioning waited 137 s for its first
+/// pass); the bound keeps the load on the API server in check after a
+/// restart, when every instance is due at once.
+const CONCURRENCY: u16 = 48;
 
 struct Context<B> {
     client: Client,
