@@ -140,8 +140,15 @@ apply_stages() {
   crd="$(kwok_module_dir)/kustomize/crd/bases/kwok.x-k8s.io_stages.yaml"
   [[ -f "$crd" ]] || die "kwok's Stage CRD is missing: $crd"
   kubectl_admin apply --server-side --force-conflicts -f "$crd" >/dev/null
-  kubectl_admin wait --for condition=established --timeout=60s crd/stages.kwok.x-k8s.io >/dev/null
+  # Not `kubectl wait --for condition=established`: it fails at once, instead
+  # of waiting, when it reads the CRD before its status has any conditions.
+  wait_for 60 "kwok's Stage CRD to be established" stage_crd_established
   kubectl_admin apply --server-side --force-conflicts -f "$STAGES_DIR" >/dev/null
+}
+
+stage_crd_established() {
+  [[ "$(kubectl_admin get crd stages.kwok.x-k8s.io \
+    -o jsonpath='{.status.conditions[?(@.type=="Established")].status}')" == True ]]
 }
 
 cmd_install() {
