@@ -172,8 +172,7 @@ impl<B: AutoscaleBackend> Autoscaler<B> {
             .iter()
             .map(|i| i.spec.instance.instance_id.as_str())
             .collect();
-        self.calm_lock()
-            .retain(|(instance, _), _| present.contains(instance.as_str()));
+        lock(&self.calm).retain(|(instance, _), _| present.contains(instance.as_str()));
         lock(&self.unreadable)
             .looks_since_failure
             .retain(|instance, _| present.contains(instance.as_str()));
@@ -219,10 +218,6 @@ impl<B: AutoscaleBackend> Autoscaler<B> {
                 None
             }
         }
-    }
-
-    fn calm_lock(&self) -> MutexGuard<'_, HashMap<(String, String), SystemTime>> {
-        lock(&self.calm)
     }
 
     async fn instance(
@@ -291,12 +286,12 @@ impl<B: AutoscaleBackend> Autoscaler<B> {
             replicas: u32::try_from(replicas).unwrap_or(0),
             latency,
             last_change: last_scaled(deployment),
-            calm_since: self.calm_lock().get(&key).copied(),
+            calm_since: lock(&self.calm).get(&key).copied(),
         };
         let decision = autoscale::decide(&self.settings.policy, group, &observed, now);
         match decision.calm_since {
-            Some(since) => self.calm_lock().insert(key, since),
-            None => self.calm_lock().remove(&key),
+            Some(since) => lock(&self.calm).insert(key, since),
+            None => lock(&self.calm).remove(&key),
         };
         let Some((to, reason)) = decision.scale else {
             return Ok(());
